@@ -1,0 +1,13 @@
+"""pygqa: Grouped Query Attention as a backend-agnostic Keras 3 layer, for Python and R."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from pygqa.compose import layer_group_query_attention
+from pygqa.layer import GroupQueryAttention
+
+try:
+    __version__ = version("pygqa")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["GroupQueryAttention", "layer_group_query_attention", "__version__"]

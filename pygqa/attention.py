@@ -1,0 +1,141 @@
+"""The attention computation behind the layer, on projected heads.
+
+Letters used in the einsum equations below:
+  b batch, t target (query) position, s source (key/value) position,
+  k key/value head, g query head within its group, h head feature.
+Query head `i` belongs to group `i // G` (G = query heads per key/value head),
+so reshaping the query's head axis `u` to `(k, g)` lines every query head up
+with the key/value head it shares; key and value are never repeated.
+
+Masking rule, the same on every path and backend: a query position with no
+key left to attend to gets all-zero attention probabilities (its output is
+the output projection's bias), never NaN and never a uniform average.
+"""
+
+import keras
+from keras import ops
+
+from pygqa import kernels
+
+# Logits of masked keys before the softmax. Their probabilities are zeroed
+# afterwards anyway; this value only keeps them out of each row's maximum.
+_MASKED_LOGIT = -1e9
+
+
+def causal_mask(target_length, source_length):
+    """Lower-triangular (target, source) mask, aligned top-left when T != S."""
+    rows = ops.expand_dims(ops.arange(target_length), 1)
+    cols = ops.expand_dims(ops.arange(source_length), 0)
+    return ops.greater_equal(rows, cols)
+
+
+def combine_masks(
+    query_mask=None, value_mask=None, key_mask=None, attention_mask=None, causal=None
+):
+    """ANDs every mask given into one boolean (batch, T, S) mask, or None.
+
+    `causal` is an optional (T, S) mask. Query masks drop rows, value and key
+    masks drop columns; all of them are booleans where True means "attend".
+    """
+    combined = None
+
+    def _and(mask):
+        nonlocal combined
+        mask = ops.cast(mask, "bool")
+        combined = mask if combined is None else ops.logical_and(combined, mask)
+
+    if query_mask is not None:
+        _and(ops.expand_dims(query_mask, -1))  # (b, t, 1)
+    if value_mask is not None:
+        _and(ops.expand_dims(value_mask, -2))  # (b, 1, s)
+    if key_mask is not None:
+        _and(ops.expand_dims(key_mask, -2))  # (b, 1, s)
+    if attention_mask is not None:
+        _and(attention_mask)  # (b, t, s)
+    if causal is not None:
+        _and(ops.expand_dims(causal, 0))  # (1, t, s)
+    return combined
+
+
+def grouped_attention(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    return_scores=False,
+    dropout=0.0,
+    training=False,
+    seed_generator=None,
+):
+    """Scaled dot-product attention with key/value heads shared by groups.
+
+    Args:
+        query: (batch, T, num_query_heads, head_dim).
+        key, value: (batch, S, num_key_value_heads, head_dim).
+        mask: optional boolean (batch or 1, T, S); True keeps a key.
+        causal: apply a top-left aligned causal mask on top of `mask`.
+        return_scores: also return the probabilities, (batch, u, T, S).
+        dropout, training, seed_generator: dropout on the probabilities.
+
+    Returns:
+        (batch, T, num_query_heads, head_dim), and the probabilities before
+        dropout when `return_scores` is set.
+    """
+    compute_dtype = query.dtype
+    # Half-precision policies: logits and softmax in float32, so neither large
+    # logits nor the masking value can overflow.
+    if keras.backend.standardize_dtype(compute_dtype) in ("float16", "bfloat16"):
+        query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
+
+    use_dropout = dropout > 0.0 and bool(training)
+    fused = kernels.fused_attention_for(keras.backend.backend())
+    if fused is not None and not return_scores and not use_dropout:
+        output = fused(query, key, value, mask=mask, causal=causal)
+        return ops.cast(output, compute_dtype)
+
+    if causal:
+        target_length, source_length = ops.shape(query)[1], ops.shape(key)[1]
+        mask = combine_masks(
+            attention_mask=mask, causal=causal_mask(target_length, source_length)
+        )
+    probs = attention_probabilities(query, key, mask)
+    kept = probs
+    if use_dropout:
+        kept = keras.random.dropout(probs, dropout, seed=seed_generator)
+    output = ops.cast(weighted_values(kept, value), compute_dtype)
+    if not return_scores:
+        return output
+    batch, num_kv_heads, group, t, s = ops.shape(probs)
+    scores = ops.reshape(probs, (batch, num_kv_heads * group, t, s))  # (b, u, t, s)
+    return output, ops.cast(scores, compute_dtype)
+
+
+def split_heads(query, num_kv_heads):
+    """(b, t, u, h) -> (b, t, k, g, h): each query head next to its group's key head."""
+    batch, length, num_heads, head_dim = ops.shape(query)
+    return ops.reshape(
+        query, (batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    )
+
+
+def attention_probabilities(query, key, mask):
+    """Softmax probabilities (b, k, g, t, s); rows without any key are all zero."""
+    head_dim = ops.shape(query)[-1]
+    query = query * ops.cast(1.0 / ops.sqrt(float(head_dim)), query.dtype)
+    grouped = split_heads(query, ops.shape(key)[2])  # (b, t, k, g, h)
+    logits = ops.einsum("btkgh,bskh->bkgts", grouped, key)  # (b, k, g, t, s)
+    if mask is None:
+        return ops.softmax(logits, axis=-1)
+    keep = ops.expand_dims(ops.expand_dims(mask, 1), 1)  # (b, 1, 1, t, s)
+    logits = ops.where(keep, logits, ops.cast(_MASKED_LOGIT, logits.dtype))
+    probs = ops.softmax(logits, axis=-1)
+    return ops.where(keep, probs, ops.zeros_like(probs))
+
+
+def weighted_values(probs, value):
+    """(b, k, g, t, s) probabilities x (b, s, k, h) values -> (b, t, u, h)."""
+    batch, num_kv_heads, group, length, _ = ops.shape(probs)
+    output = ops.einsum("bkgts,bskh->btkgh", probs, value)  # (b, t, k, g, h)
+    return ops.reshape(output, (batch, length, num_kv_heads * group, ops.shape(value)[-1]))

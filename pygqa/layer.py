@@ -1,0 +1,289 @@
+"""`GroupQueryAttention`: the Keras layer."""
+
+import keras
+from keras import constraints, initializers, ops, regularizers
+from keras.layers import EinsumDense
+
+from pygqa import validation
+from pygqa.attention import combine_masks, grouped_attention
+
+# Keyword arguments accepted through **kwargs: the base layer's options and the seed.
+_BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
+
+# Offsets added to `seed` for each initializer, so that no two weights share a seed.
+_SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3}
+
+
+@keras.saving.register_keras_serializable(package="pygqa")
+class GroupQueryAttention(keras.layers.Layer):
+    """Grouped Query Attention layer (Ainslie et al., 2023).
+
+    Query heads are split into `num_key_value_heads` groups of equal size and
+    every group shares one key head and one value head. With 8 query heads and
+    2 key/value heads, query heads 0-3 attend with key/value head 0 and query
+    heads 4-7 with key/value head 1 (query head `i` uses key/value head
+    `i // (num_query_heads // num_key_value_heads)`). One key/value head is
+    multi-query attention; as many as query heads is multi-head attention.
+
+    The weights have the names, shapes and order of
+    `keras.layers.GroupQueryAttention`, so weights move between the two with
+    `get_weights()` / `set_weights()`. Unlike that layer, key and value are
+    never repeated to the query's head count, `value` may be omitted for
+    self-attention, and a query position whose keys are all masked always gets
+    zero attention (its output is the output bias) on every backend and path.
+
+    Args:
+        head_dim: Size of each attention head (for query, key and value).
+        num_query_heads: Number of query heads.
+        num_key_value_heads: Number of key/value heads; must divide
+            `num_query_heads`.
+        dropout: Dropout rate applied to the attention probabilities during
+            training, in `[0, 1)`.
+        use_bias: Whether the four projections have biases.
+        kernel_initializer: Initializer for the projection kernels.
+        bias_initializer: Initializer for the projection biases.
+        kernel_regularizer: Regularizer for the projection kernels.
+        bias_regularizer: Regularizer for the projection biases.
+        activity_regularizer: Regularizer for the projections' outputs.
+        kernel_constraint: Constraint for the projection kernels.
+        bias_constraint: Constraint for the projection biases.
+        **kwargs: Base layer options (`name`, `dtype`, `trainable`,
+            `autocast`) and `seed`, an integer that seeds dropout and every
+            initializer that has no seed of its own.
+
+    Call arguments:
+        query: Query tensor `(batch, target_length, query_dim)`.
+        value: Value tensor `(batch, source_length, value_dim)`. Defaults to
+            `query` (self-attention), together with its mask.
+        key: Key tensor `(batch, source_length, key_dim)`. Defaults to `value`.
+        query_mask: Boolean `(batch, target_length)`; False drops a query row.
+        value_mask: Boolean `(batch, source_length)`; False drops a position.
+        key_mask: Boolean `(batch, source_length)`; False drops a position.
+        attention_mask: Boolean `(batch, target_length, source_length)`; True
+            lets a query position attend to a key position.
+        return_attention_scores: Also return the attention probabilities.
+        training: Whether dropout is active.
+        use_causal_mask: Mask future positions (top-left aligned when the
+            lengths differ).
+
+    Returns:
+        attention_output: `(batch, target_length, query_dim)`.
+        attention_scores: with `return_attention_scores=True`, the
+            probabilities before dropout,
+            `(batch, num_query_heads, target_length, source_length)`.
+
+    Raises:
+        TypeError, ValueError: for invalid constructor arguments or inputs,
+            naming the argument and the value received.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = GroupQueryAttention(head_dim=16, num_query_heads=8, num_key_value_heads=2)
+    >>> x = np.random.normal(size=(2, 10, 32)).astype("float32")
+    >>> layer(x, use_causal_mask=True).shape
+    (2, 10, 32)
+    """
+
+    def __init__(
+        self,
+        head_dim,
+        num_query_heads,
+        num_key_value_heads,
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        seed = validation.optional_seed(kwargs.pop("seed", None))
+        unknown = sorted(set(kwargs) - set(_BASE_LAYER_KWARGS))
+        if unknown:
+            raise TypeError(
+                "Received unknown keyword argument(s) for `GroupQueryAttention`: "
+                f"{', '.join(unknown)}. Expected the constructor's named arguments "
+                f"or one of: {', '.join(_BASE_LAYER_KWARGS + ('seed',))}. "
+                f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
+            )
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.supports_masking = True
+        self.head_dim = validation.positive_int("head_dim", head_dim)
+        self.num_query_heads, self.num_key_value_heads = validation.head_counts(
+            num_query_heads, num_key_value_heads
+        )
+        self.dropout = validation.dropout_rate(dropout)
+        self.use_bias = validation.boolean("use_bias", use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.seed = seed
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed) if self.dropout > 0.0 else None
+        )
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        validation.input_shapes(query_shape, value_shape, key_shape)
+        # b batch, t/s positions, m features, u query heads, k key/value heads, h head dim.
+        u, k = self.num_query_heads, self.num_key_value_heads
+        self._query_dense = self._projection("query", "btm,muh->btuh", (None, u), "uh")
+        self._key_dense = self._projection("key", "bsm,mkh->bskh", (None, k), "kh")
+        self._value_dense = self._projection("value", "bsm,mkh->bskh", (None, k), "kh")
+        self._output_dense = EinsumDense(
+            "btuh,uhm->btm",
+            output_shape=(None, query_shape[-1]),
+            bias_axes="m" if self.use_bias else None,
+            name="attention_output",
+            **self._sublayer_kwargs("attention_output"),
+        )
+        self._query_dense.build(query_shape)
+        self._key_dense.build(key_shape)
+        self._value_dense.build(value_shape)
+        self._output_dense.build((None, None, u, self.head_dim))
+        self._built_dims = {
+            "query": query_shape[-1],
+            "value": value_shape[-1],
+            "key": key_shape[-1],
+        }
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        if value is None:  # Self-attention: the query is also value and key, mask included.
+            value = query
+            value_mask = query_mask if value_mask is None else value_mask
+        if key is None:
+            key = value
+        self._check_inputs(query, value, key, query_mask, value_mask, key_mask, attention_mask)
+
+        # The causal mask stays a flag, so fused kernels can use their causal mode.
+        mask = combine_masks(query_mask, value_mask, key_mask, attention_mask)
+        result = grouped_attention(
+            self._query_dense(query),  # (b, t, u, h)
+            self._key_dense(key),  # (b, s, k, h)
+            self._value_dense(value),  # (b, s, k, h)
+            mask=mask,
+            causal=bool(use_causal_mask),
+            return_scores=return_attention_scores,
+            dropout=self.dropout,
+            training=training,
+            seed_generator=self.seed_generator,
+        )
+        if return_attention_scores:
+            output, scores = result
+            return self._output_dense(output), scores  # (b, t, m), (b, u, t, s)
+        return self._output_dense(result)  # (b, t, m)
+
+    def _projection(self, name, equation, output_shape, bias_axes):
+        return EinsumDense(
+            equation,
+            output_shape=output_shape + (self.head_dim,),
+            bias_axes=bias_axes if self.use_bias else None,
+            name=name,
+            **self._sublayer_kwargs(name),
+        )
+
+    def _sublayer_kwargs(self, name):
+        # Each sublayer gets its own initializer instances. A seeded initializer
+        # (or a layer seed) is given a different seed per sublayer: cloning it
+        # unchanged would give query, key and value identical kernels.
+        offset = _SEED_OFFSETS[name]
+        return dict(
+            kernel_initializer=self._seeded_clone(self.kernel_initializer, 2 * offset),
+            bias_initializer=self._seeded_clone(self.bias_initializer, 2 * offset + 1),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            activity_regularizer=self.activity_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+            dtype=self.dtype_policy,
+        )
+
+    def _seeded_clone(self, initializer, offset):
+        config = initializer.get_config()
+        if "seed" in config:
+            base = config["seed"] if isinstance(config["seed"], int) else self.seed
+            if base is not None:
+                config["seed"] = base + offset
+        return initializer.__class__.from_config(config)
+
+    def _check_inputs(self, query, value, key, query_mask, value_mask, key_mask, attention_mask):
+        validation.input_shapes(
+            query.shape, value.shape, key.shape, getattr(self, "_built_dims", None)
+        )
+        batch, target, source = query.shape[0], query.shape[1], value.shape[1]
+        for name, mask, expected in (
+            ("query_mask", query_mask, (batch, target)),
+            ("value_mask", value_mask, (batch, source)),
+            ("key_mask", key_mask, (batch, source)),
+            ("attention_mask", attention_mask, (batch, target, source)),
+        ):
+            if mask is not None:
+                validation.mask_shape(name, ops.shape(mask), expected)
+
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        validation.input_shapes(
+            query_shape, value_shape, key_shape, getattr(self, "_built_dims", None)
+        )
+        return tuple(query_shape)
+
+    def compute_output_spec(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        value = query if value is None else value
+        key = value if key is None else key
+        self._check_inputs(query, value, key, query_mask, value_mask, key_mask, attention_mask)
+        output = keras.KerasTensor(query.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        scores_shape = (query.shape[0], self.num_query_heads, query.shape[1], value.shape[1])
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = {
+            "head_dim": self.head_dim,
+            "num_query_heads": self.num_query_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}

@@ -1,0 +1,129 @@
+"""Argument checks shared by the layer and the composition function.
+
+Every message names the argument, says what was expected and shows what was
+received, so that the same words reach Python and R users.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def _invalid(name, expected, received):
+    return (
+        f"Received an invalid value for `{name}`: expected {expected}. "
+        f"Received: {name}={received!r}"
+    )
+
+
+def positive_int(name, value):
+    """Returns `value` as a Python int, or raises if it is not a positive integer.
+
+    Integral floats (`4.0`, which is what an R double becomes) are accepted;
+    booleans, strings, `4.5`, zero and negative numbers are not.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(_invalid(name, "a positive integer", value))
+    if isinstance(value, numbers.Integral):
+        as_int = int(value)
+    elif float(value).is_integer():
+        as_int = int(value)
+    else:
+        raise ValueError(_invalid(name, "a positive integer", value))
+    if as_int <= 0:
+        raise ValueError(_invalid(name, "a positive integer", value))
+    return as_int
+
+
+def optional_seed(value):
+    """Returns the seed as an int (or None); seeds must be non-negative integers."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(_invalid("seed", "None or a non-negative integer", value))
+    if not float(value).is_integer() or value < 0:
+        raise ValueError(_invalid("seed", "None or a non-negative integer", value))
+    return int(value)
+
+
+def head_counts(num_query_heads, num_key_value_heads):
+    """Checks that key/value heads divide query heads evenly, returns both as ints."""
+    num_query_heads = positive_int("num_query_heads", num_query_heads)
+    num_key_value_heads = positive_int("num_key_value_heads", num_key_value_heads)
+    if num_query_heads % num_key_value_heads:
+        raise ValueError(
+            "Received an invalid value for `num_key_value_heads`: expected a positive "
+            "integer that divides `num_query_heads`. Received: "
+            f"num_query_heads={num_query_heads}, num_key_value_heads={num_key_value_heads}"
+        )
+    return num_query_heads, num_key_value_heads
+
+
+def dropout_rate(value):
+    """Returns the dropout rate as a float in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(_invalid("dropout", "a number in [0, 1)", value))
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(_invalid("dropout", "a number in [0, 1)", value))
+    return float(value)
+
+
+def boolean(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(_invalid(name, "True or False", value))
+    return bool(value)
+
+
+def _dims(shape):
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _same(a, b):
+    """Two static dims are consistent unless both are known and differ."""
+    return a is None or b is None or a == b
+
+
+def input_shapes(query_shape, value_shape, key_shape, built_dims=None):
+    """Checks the shapes of query, value and key before anything is computed.
+
+    `built_dims` holds the feature dims the weights were built for, as a dict
+    with keys "query", "value" and "key" (None before the layer is built).
+    """
+    shapes = {"query": query_shape, "value": value_shape, "key": key_shape}
+    for name, shape in shapes.items():
+        if len(shape) != 3:
+            raise ValueError(
+                f"Received an invalid value for `{name}`: expected a tensor of rank 3 "
+                f"(batch, sequence_length, features). Received: {name}.shape={_dims(shape)}"
+            )
+        if shape[-1] == 0 or shape[1] == 0:
+            raise ValueError(
+                f"Received an invalid value for `{name}`: expected a non-empty sequence "
+                f"and feature axis. Received: {name}.shape={_dims(shape)}"
+            )
+    if not (_same(value_shape[0], key_shape[0]) and _same(value_shape[1], key_shape[1])):
+        raise ValueError(
+            "Received incompatible `key` and `value`: expected the same batch size and "
+            f"sequence length. Received: key.shape={_dims(key_shape)}, "
+            f"value.shape={_dims(value_shape)}"
+        )
+    if not _same(query_shape[0], value_shape[0]):
+        raise ValueError(
+            "Received incompatible `query` and `value`: expected the same batch size. "
+            f"Received: query.shape={_dims(query_shape)}, value.shape={_dims(value_shape)}"
+        )
+    for name, dim in (built_dims or {}).items():
+        if not _same(shapes[name][-1], dim):
+            raise ValueError(
+                f"Received an invalid value for `{name}`: the layer was built for {dim} "
+                f"features in `{name}`. Received: {name}.shape={_dims(shapes[name])}"
+            )
+
+
+def mask_shape(name, shape, expected):
+    """Checks a mask's shape against `expected` (a tuple that may hold None)."""
+    if len(shape) != len(expected) or not all(_same(a, b) for a, b in zip(shape, expected)):
+        raise ValueError(
+            f"Received an invalid value for `{name}`: expected a boolean mask of shape "
+            f"{_dims(expected)}. Received: {name}.shape={_dims(shape)}"
+        )

@@ -1,0 +1,181 @@
+#' Grouped query attention layer
+#'
+#' @description
+#' Creates a grouped query attention (GQA) layer, the attention scheme of
+#' Ainslie et al. (2023), "GQA: Training Generalized Multi-Query Transformer
+#' Models from Multi-Head Checkpoints" (<doi:10.48550/arXiv.2305.13245>).
+#' The `num_query_heads` query heads are split into `num_key_value_heads`
+#' equal groups, and every query head in a group attends with the same
+#' key/value head. With 8 query heads and 2 key/value heads, query heads 1-4
+#' share key/value head 1 and query heads 5-8 share key/value head 2. One
+#' key/value head gives multi-query attention; as many key/value heads as query
+#' heads gives ordinary multi-head attention. Fewer key/value heads means a
+#' smaller key/value cache when decoding, at close to multi-head quality.
+#'
+#' The layer projects the query to `num_query_heads` heads and the key and
+#' value to `num_key_value_heads` heads of size `head_dim`, scores each query
+#' position against each key position (scaled by `1 / sqrt(head_dim)`),
+#' normalises the scores with a softmax, averages the value heads with those
+#' weights, and projects the concatenated heads back to the query's last
+#' dimension.
+#'
+#' Unlike the function of the same name in keras3, sizes given as R doubles
+#' (`head_dim = 4`) work, and every `object` form (sequential model, tensor, R
+#' array, list of inputs) does too. When both packages are attached, the one
+#' attached last masks the other; write `pygqa::layer_group_query_attention()`
+#' to be sure which one runs.
+#'
+#' # Call Arguments
+#' The returned layer is an R function, called as
+#' `layer(query, value = NULL, key = NULL, ...)`:
+#' - `query`: query input of shape `(batch, T, dim)`; a tensor, a Keras input
+#'   or an R array (converted to float32 once).
+#' - `value`: value input of shape `(batch, S, dim)`. `NULL` means
+#'   self-attention (`value` is `query`).
+#' - `key`: key input of shape `(batch, S, dim)`; `NULL` uses `value`.
+#' - `query_mask`: logical array of shape `(batch, T)`; `FALSE` marks padded
+#'   query positions.
+#' - `value_mask`: logical array of shape `(batch, S)`; `FALSE` marks padded
+#'   value positions.
+#' - `key_mask`: logical array of shape `(batch, S)`, like `value_mask`, for
+#'   the key.
+#' - `attention_mask`: logical array of shape `(batch, T, S)`; `TRUE` where a
+#'   query position may attend to a key position. All masks given are combined.
+#' - `return_attention_scores`: if `TRUE`, return the attention probabilities
+#'   too, as a list with elements `attention_output` and `attention_scores`.
+#' - `training`: `TRUE` applies dropout, `FALSE` or `NULL` (inference) does
+#'   not.
+#' - `use_causal_mask`: if `TRUE`, position `t` only attends to positions up
+#'   to `t` (a lower-triangular mask, aligned at the first position).
+#'
+#' Further Python call arguments may be given by name in `...`. Outputs are
+#' backend tensors; `as.array()` and `dim()` work on them with every backend.
+#'
+#' @param object What to compose the layer with. Missing or `NULL`: return the
+#'   layer. A sequential model: add the layer to it. A tensor or R array: call
+#'   the layer on it (self-attention). A list: call the layer with the list's
+#'   elements as arguments, by position (`list(query, value, key)`) or by name
+#'   (`list(query = q, value = v, attention_mask = m)`).
+#' @param head_dim Size of every attention head, for queries, keys and
+#'   values alike. A whole number: `4` and `4L` both work.
+#' @param num_query_heads Number of query heads, a whole number.
+#' @param num_key_value_heads Number of key/value heads (groups), a whole number
+#'   that divides `num_query_heads`.
+#' @param dropout Probability of dropping an attention weight during training,
+#'   a number in `[0, 1)`.
+#' @param use_bias Whether the query, key, value and output projections add a
+#'   bias vector.
+#' @param kernel_initializer How the projection kernels start: an initializer
+#'   name such as `"glorot_uniform"`, or a Keras initializer object.
+#' @param bias_initializer How the projection biases start: a name such as
+#'   `"zeros"`, or a Keras initializer object.
+#' @param kernel_regularizer Optional penalty on the projection kernels (a Keras
+#'   regularizer or its name).
+#' @param bias_regularizer Optional penalty on the projection biases.
+#' @param activity_regularizer Optional penalty on the layer's output.
+#' @param kernel_constraint Optional constraint applied to the projection
+#'   kernels after each update.
+#' @param bias_constraint Optional constraint applied to the projection biases
+#'   after each update.
+#' @param ... Further constructor arguments for the Python layer, all named,
+#'   such as `name`, `dtype`, `trainable` or `seed` (the dropout seed, a whole
+#'   number).
+#'
+#' @returns
+#' Depends on `object`:
+#' - missing or `NULL`: the layer, an R function of class `pygqa_layer` (see
+#'   *Call Arguments*); `$` reaches the Python layer, e.g. `gqa$get_weights()`.
+#' - a sequential model: the same model with the layer added, invisibly, so
+#'   that it can be piped on.
+#' - a tensor, an R array or a list of inputs: the layer's output, a tensor of
+#'   shape `(batch, T, dim)`; with `return_attention_scores = TRUE` a list with
+#'   `attention_output` and `attention_scores` (shape
+#'   `(batch, num_query_heads, T, S)`).
+#'
+#' Errors are R conditions of class `pygqa_error`: `pygqa_argument_error` for
+#' bad R arguments (caught before Python runs), and Python's own message for
+#' errors raised in Python.
+#'
+#' @examplesIf pygqa_available()
+#' # A layer from plain R numbers.
+#' gqa <- layer_group_query_attention(head_dim = 4, num_query_heads = 4,
+#'                                    num_key_value_heads = 2)
+#' x <- array(runif(2 * 5 * 8), dim = c(2, 5, 8))
+#' dim(as.array(gqa(x)))
+#'
+#' # Cross-attention with a causal mask and the attention scores.
+#' v <- array(runif(2 * 5 * 8), dim = c(2, 5, 8))
+#' res <- gqa(x, v, use_causal_mask = TRUE, return_attention_scores = TRUE)
+#' dim(as.array(res$attention_scores))
+#'
+#' # In a sequential model.
+#' model <- keras$Sequential(list(keras$Input(shape = c(5L, 8L))))
+#' model |> layer_group_query_attention(head_dim = 4, num_query_heads = 4,
+#'                                      num_key_value_heads = 1)
+#' model$output_shape
+#'
+#' # Called on a list of inputs at once.
+#' out <- layer_group_query_attention(list(query = x, value = v),
+#'                                    head_dim = 2, num_query_heads = 2,
+#'                                    num_key_value_heads = 2)
+#' dim(out)
+#' @seealso [install_pygqa()], [keras], [set_random_seed()]; Keras's
+#'   `keras.layers.GroupQueryAttention`
+#'   (<https://keras.io/api/layers/attention_layers/group_query_attention/>),
+#'   which this layer reproduces given the same weights.
+#' @export
+layer_group_query_attention <- function(object, head_dim, num_query_heads, num_key_value_heads,
+                                        dropout = 0, use_bias = TRUE,
+                                        kernel_initializer = "glorot_uniform",
+                                        bias_initializer = "zeros", kernel_regularizer = NULL,
+                                        bias_regularizer = NULL, activity_regularizer = NULL,
+                                        kernel_constraint = NULL, bias_constraint = NULL, ...) {
+  # A pipe's left-hand side runs first, as it reads.
+  object <- if (missing(object)) NULL else object
+  call <- sys.call()
+  args <- supplied_arguments(match.call(expand.dots = FALSE), environment(), call)
+  extra <- list(...)
+  check_named(extra, "layer_group_query_attention()", call)
+  args <- coerce_integer_arguments(c(args, extra), call)
+  py_layer <- with_python_errors(do.call(pygqa_module()$GroupQueryAttention, args), call)
+  compose_layer(object, new_pygqa_layer(py_layer), call)
+}
+
+# The constructor arguments the caller wrote, evaluated; the others are left
+# out so that Python's defaults apply.
+supplied_arguments <- function(matched, env, call) {
+  required <- c("head_dim", "num_query_heads", "num_key_value_heads")
+  missing <- setdiff(required, names(matched))
+  if (length(missing)) {
+    message <- paste0(
+      "layer_group_query_attention() is missing required argument(s): ",
+      paste0("`", missing, "`", collapse = ", ")
+    )
+    stop(pygqa_condition(message, "pygqa_argument_error", call, argument = missing[[1L]]))
+  }
+  names <- setdiff(names(matched)[-1L], c("object", "..."))
+  mget(names, envir = env)
+}
+
+# What to do with the layer, by the kind of `object` (see @returns).
+compose_layer <- function(object, layer, call) {
+  if (is.null(object)) {
+    return(layer)
+  }
+  if (is_sequential(object)) {
+    with_python_errors(object$add(py_layer_of(layer)), call)
+    return(invisible(object))
+  }
+  if (inherits(object, c("python.builtin.list", "python.builtin.tuple"))) {
+    object <- reticulate::py_to_r(object)
+  }
+  inputs <- if (is.list(object) && !is.data.frame(object)) object else list(object)
+  # Through call_layer() so that errors name the user's call, not the closure.
+  do.call(call_layer, c(list(py_layer_of(layer)), inputs, list(.call = call)), quote = TRUE)
+}
+
+# keras3's sequential models and Python's are the same Python class; a
+# subclass still lists it among its classes.
+is_sequential <- function(object) {
+  inherits(object, "python.builtin.object") && any(grepl("\\.Sequential$", class(object)))
+}

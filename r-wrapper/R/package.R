@@ -1,0 +1,117 @@
+#' pygqa: grouped query attention for Keras 3 from R
+#'
+#' The package wraps the Python module `pygqa`. Its main function is
+#' [layer_group_query_attention()]; [install_pygqa()] sets up Python, and the
+#' exported [keras] handle gives models and inputs without the keras3 package.
+#'
+#' Python is not touched when the package loads. The first call that needs it
+#' starts the Python that reticulate finds (`RETICULATE_PYTHON` first, then a
+#' virtualenv named `r-pygqa`, then reticulate's usual search). The Keras
+#' backend is read from the environment variable `KERAS_BACKEND`
+#' (`"tensorflow"`, `"jax"` or `"torch"`) at that moment.
+#'
+#' @keywords internal
+"_PACKAGE"
+
+#' The Python `keras` module
+#'
+#' A handle on the Python `keras` module, imported on first use. It lets you
+#' build models without the keras3 R package, for example
+#' `keras$Input(shape = c(7L, 16L))` or `keras$Sequential()`. Shapes and other
+#' integer arguments must be R integers here (`7L`), because this handle talks
+#' to Python directly.
+#'
+#' If keras3 is attached as well, its `keras` object and this one are the same
+#' Python module, so either works.
+#'
+#' @format A delay-loaded Python module (class `python.builtin.module`).
+#' @examplesIf pygqa_available()
+#' inputs <- keras$Input(shape = c(6L, 16L))
+#' inputs$shape
+#' @export
+keras <- NULL
+
+# Private state: the imported Python `pygqa` module, cached after the first use.
+.pygqa <- new.env(parent = emptyenv())
+
+.onLoad <- function(libname, pkgname) {
+  keras <<- delay_load_module("keras")
+  register_tensor_methods()
+}
+
+# A proxy that imports `name` on first access. When Python is already running,
+# reticulate imports at once; a failure must not stop the package from loading,
+# so it is replaced by a stand-in that reports the problem on use.
+delay_load_module <- function(name) {
+  tryCatch(
+    reticulate::import(name, delay_load = list(
+      on_error = function(e) stop_python_missing(name, e)
+    )),
+    error = function(e) structure(list(module = name, error = e), class = "pygqa_missing_module")
+  )
+}
+
+#' @export
+`$.pygqa_missing_module` <- function(x, name) {
+  stop_python_missing(unclass(x)$module, unclass(x)$error)
+}
+
+#' @export
+print.pygqa_missing_module <- function(x, ...) {
+  cat("<Python module '", unclass(x)$module, "': not available>\n", sep = "")
+  invisible(x)
+}
+
+# The Python `pygqa` module, imported once. Every internal use goes through here,
+# so a missing module gives the same explanation wherever it is first needed.
+pygqa_module <- function() {
+  if (is.null(.pygqa$module)) {
+    .pygqa$module <- tryCatch(
+      reticulate::import("pygqa"),
+      error = function(e) stop_python_missing("pygqa", e)
+    )
+  }
+  .pygqa$module
+}
+
+#' Is the Python side of pygqa usable?
+#'
+#' Checks that Python can be started and that the Python module `pygqa` (and
+#' with it Keras 3) imports. Use it to guard examples, vignette chunks and
+#' tests. It starts Python if it is not running yet, and never raises an error.
+#'
+#' @returns `TRUE` or `FALSE`.
+#' @seealso [install_pygqa()] when it returns `FALSE`.
+#' @examples
+#' pygqa_available()
+#' @export
+pygqa_available <- function() {
+  tryCatch({
+    pygqa_module()
+    TRUE
+  }, error = function(e) FALSE)
+}
+
+#' Seed every random number generator in one call
+#'
+#' Sets R's seed and, through `keras.utils.set_random_seed()`, the seeds of
+#' Python's `random`, NumPy and the active Keras backend. Two sessions (or an R
+#' and a Python session) that call it with the same seed and use the same
+#' backend create the same initial weights.
+#'
+#' keras3 and tensorflow export functions with the same name; they do the same
+#' job, so whichever is attached last can be used.
+#'
+#' @param seed A whole number, e.g. `42` or `42L`.
+#' @returns `NULL`, invisibly.
+#' @examplesIf pygqa_available()
+#' set_random_seed(1)
+#' a <- layer_group_query_attention(head_dim = 2, num_query_heads = 2,
+#'                                  num_key_value_heads = 1)
+#' @export
+set_random_seed <- function(seed) {
+  seed <- as_whole_number(seed, "seed", min = 0L)
+  set.seed(seed)
+  with_python_errors(keras$utils$set_random_seed(seed))
+  invisible(NULL)
+}

@@ -145,6 +145,10 @@ class GroupQueryAttention(keras.layers.Layer):
             name="attention_output",
             **self._sublayer_kwargs("attention_output"),
         )
+        for projection in (self._query_dense, self._key_dense, self._value_dense):
+            # Inputs may carry Keras masks; the projections pass them through
+            # instead of warning that they drop them (this layer uses them).
+            projection.supports_masking = True
         self._query_dense.build(query_shape)
         self._key_dense.build(key_shape)
         self._value_dense.build(value_shape)
@@ -169,6 +173,9 @@ class GroupQueryAttention(keras.layers.Layer):
         use_causal_mask=False,
     ):
         if value is None:  # Self-attention: the query is also value and key, mask included.
+            if query_mask is None:
+                # With a single tensor argument Keras fills `mask`, not `query_mask`.
+                query_mask = getattr(query, "_keras_mask", None)
             value = query
             value_mask = query_mask if value_mask is None else value_mask
         if key is None:

@@ -1,0 +1,38 @@
+"""Shared fixtures. The backend is chosen per process with KERAS_BACKEND."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+# float32 arithmetic with sums over up to ~100 terms: errors of a few ulp of the
+# output's scale. Outputs here are O(1), so 2e-6 absolute leaves ~10x headroom
+# over the ~2e-7 differences measured between implementations.
+ATOL = 2e-6
+RTOL = 1e-5
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+def pytest_sessionstart(session):
+    required = [b for b in os.environ.get("PYGQA_REQUIRE_BACKENDS", "").split(",") if b]
+    backend = keras.backend.backend()
+    if required and backend not in required:
+        raise pytest.UsageError(
+            f"KERAS_BACKEND={backend} is not one of PYGQA_REQUIRE_BACKENDS={required}"
+        )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)

@@ -4,7 +4,7 @@
 # a size. Whole doubles and integers become R integers; anything else is an
 # argument error raised here, before Python is involved.
 as_whole_number <- function(value, argument, min = 1L, call = sys.call(-1L)) {
-  expected <- if (min > 0L) "a positive integer" else "a non-negative integer"
+  expected <- if (min > 0L) "a positive integer" else "NULL or a non-negative integer"
   ok <- is.numeric(value) && !is.object(value) && length(value) == 1L &&
     !is.na(value) && is.finite(value) && value == trunc(value) &&
     value >= min && value <= .Machine$integer.max

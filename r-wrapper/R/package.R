@@ -66,10 +66,22 @@ print.pygqa_missing_module <- function(x, ...) {
 # so a missing module gives the same explanation wherever it is first needed.
 pygqa_module <- function() {
   if (is.null(.pygqa$module)) {
-    .pygqa$module <- tryCatch(
+    module <- tryCatch(
       reticulate::import("pygqa"),
       error = function(e) stop_python_missing("pygqa", e)
     )
+    # Without the real package, Python may import any folder named `pygqa` on
+    # its path (this R package's own installed folder, say) as an empty
+    # namespace package.
+    if (!reticulate::py_has_attr(module, "GroupQueryAttention")) {
+      where <- tryCatch(paste(unlist(reticulate::py_to_r(
+        reticulate::import_builtins()$list(module$`__path__`))), collapse = ", "),
+        error = function(e) "an unknown place")
+      stop_python_missing("pygqa", simpleError(sprintf(
+        "the 'pygqa' found in %s is not the Python package: it has no GroupQueryAttention", where
+      )))
+    }
+    .pygqa$module <- module
   }
   .pygqa$module
 }

@@ -49,6 +49,9 @@ def _parser():
     bench.add_argument(
         "--quick", action="store_true", help="a ~1 minute smoke run (shapes D,A, 2 rounds)"
     )
+    bench.add_argument(
+        "--render", metavar="DIR", help="only rewrite DIR's table and plot from its results.json"
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument(
         "--stand-in",
@@ -61,6 +64,13 @@ def _parser():
 def _bench(args):
     from pygqa.bench import shapes as shp
     from pygqa.bench.suite import run_suite
+
+    if args.render:
+        from pygqa.bench.report import render
+
+        render(args.render)
+        print(f"Rewritten: {args.render}/results.md, results.png")
+        return 0
 
     shapes = shp.parse_shapes(args.shapes) if args.shapes else []
     if args.quick and not shapes:

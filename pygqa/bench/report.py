@@ -1,4 +1,7 @@
-"""Results on disk: a Markdown table, a PNG plot and the raw rows as JSON."""
+"""Results on disk: a Markdown table, a PNG plot and the raw rows as JSON.
+
+`pygqa bench --render DIR` re-renders DIR's table and plot from its results.json.
+"""
 
 import json
 import os
@@ -17,6 +20,13 @@ def write_all(rows, meta, out):
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     plot(rows, meta, os.path.join(out, "results.png"))
+
+
+def render(out):
+    """Rewrite results.md and results.png of folder `out` from its results.json."""
+    with open(os.path.join(out, "results.json")) as f:
+        saved = json.load(f)
+    write_all(saved["rows"], saved["meta"], out)
 
 
 def _fmt(value, spec, missing="–"):
@@ -143,6 +153,7 @@ def plot(rows, meta, path):
         if r["kind"] == "time" and r["mode"] == "fwdbwd" and not (r["scores"] or r["causal"])
     ]
     scaling = [r for r in rows if r["kind"] == "scaling" and r["peak_mib"] is not None]
+    failed = [r for r in rows if r["kind"] == "scaling" and r["peak_mib"] is None]
     panels = [("median_ms", "fwd+bwd time (ms)")] if plain else []
     if any(r.get("peak_mib") is not None for r in plain):
         panels.append(("peak_mib", "fwd+bwd peak memory (MiB above baseline)"))
@@ -193,6 +204,14 @@ def plot(rows, meta, path):
             title="pygqa fwd+bwd peak memory (MiB)",
         )
         _plain_ticks(ax, NullFormatter, ScalarFormatter)
+        for i, r in enumerate(failed):  # lengths that did not complete, named in the panel
+            ax.text(
+                0.03,
+                0.72 - 0.07 * i,
+                f"{r['length']}: {r['memory_status']}",
+                fontsize=8,
+                transform=ax.transAxes,
+            )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(

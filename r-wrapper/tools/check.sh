@@ -11,6 +11,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 repo=$(cd "$here/.." && pwd)
+# The Python for building (vignettes) and the with-python check.
+export RETICULATE_PYTHON="${RETICULATE_PYTHON:-$repo/.venv/bin/python}"
 mode="${1:-both}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

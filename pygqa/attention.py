@@ -90,7 +90,9 @@ def grouped_attention(
         query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
 
     use_dropout = dropout > 0.0 and bool(training)
-    fused = kernels.fused_attention_for(keras.backend.backend())
+    fused = kernels.fused_attention_for(
+        keras.backend.backend(), query.shape[1], key.shape[1]
+    )
     if fused is not None and not return_scores and not use_dropout:
         output = fused(query, key, value, mask=mask, causal=causal)
         return ops.cast(output, compute_dtype)

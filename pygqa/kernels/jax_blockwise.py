@@ -1,0 +1,46 @@
+"""JAX: blockwise attention with a custom VJP (see blockwise.py).
+
+The kernel is jitted with its block plan as a static argument: under an outer
+`jax.jit` it is inlined, and eager calls reuse one compiled program per shape
+instead of dispatching each block's operations one by one.
+"""
+
+from functools import partial
+
+import jax
+
+from pygqa.kernels import blockwise
+from pygqa.kernels.masking import prepare, zero_empty_rows
+
+
+def attention(query, key, value, *, mask=None, causal=False):
+    mask, has_key = prepare(mask, causal, query.shape[1], key.shape[1])
+    blocks = tuple(blockwise.plan_blocks(query.shape[1], key.shape[1], query.shape[2], causal))
+    output = _attend(query, key, value, mask, causal, blocks)
+    return output if has_key is None else zero_empty_rows(output, has_key)
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _attend(query, key, value, mask, causal, blocks):
+    return _attend_vjp(query, key, value, mask, causal, blocks)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _attend_vjp(query, key, value, mask, causal, blocks):
+    return _forward(query, key, value, mask, causal, blocks)[0]
+
+
+def _forward(query, key, value, mask, causal, blocks):
+    layout = blockwise.Layout(query, key, value)
+    output, log_sum_exps = blockwise.forward(layout, mask, causal, blocks)
+    return layout.from_grouped(output), (query, key, value, mask, output, log_sum_exps)
+
+
+def _backward(causal, blocks, residuals, grad_output):
+    query, key, value, mask, output, log_sum_exps = residuals
+    layout = blockwise.Layout(query, key, value)
+    grads = blockwise.backward(layout, mask, causal, blocks, output, log_sum_exps, grad_output)
+    return (*grads, None)
+
+
+_attend_vjp.defvjp(_forward, _backward)

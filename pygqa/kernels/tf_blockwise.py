@@ -1,0 +1,25 @@
+"""TensorFlow: blockwise attention with a custom gradient (see blockwise.py)."""
+
+import tensorflow as tf
+
+from pygqa.kernels import blockwise
+from pygqa.kernels.masking import prepare, zero_empty_rows
+
+
+def attention(query, key, value, *, mask=None, causal=False):
+    mask, has_key = prepare(mask, causal, query.shape[1], key.shape[1])
+    blocks = blockwise.plan_blocks(query.shape[1], key.shape[1], query.shape[2], causal)
+
+    @tf.custom_gradient
+    def attend(query, key, value):
+        layout = blockwise.Layout(query, key, value)
+        output, log_sum_exps = blockwise.forward(layout, mask, causal, blocks)
+
+        def gradient(grad_output):
+            return blockwise.backward(layout, mask, causal, blocks, output, log_sum_exps,
+                                      grad_output)
+
+        return layout.from_grouped(output), gradient
+
+    output = attend(query, key, value)
+    return output if has_key is None else zero_empty_rows(output, has_key)

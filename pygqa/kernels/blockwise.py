@@ -8,8 +8,8 @@ CPU). Three things make it faster and lighter than materialising the full
   key/value head, so each contraction is one larger matrix product;
 - with a causal mask, a block of rows only meets the keys up to its last row:
   key columns that the mask removes entirely are never computed;
-- the forward pass keeps only each row's log-sum-exp; the backward pass
-  recomputes a block's probabilities from it (as FlashAttention does), so
+- the forward pass keeps no probabilities: the backward pass recomputes each
+  block's (as FlashAttention does, with one fused softmax per block), so
   memory grows with T + S instead of T x S.
 
 Letters: b batch, k key/value head, q a block's stacked (group, row) query
@@ -29,7 +29,7 @@ _MASKED = -1e30
 
 # Target size of one block's logits, in elements (16 MiB in float32), and the
 # most blocks a call is split into (each block is unrolled in the graph).
-_BLOCK_ELEMENTS = 1 << 22
+_BLOCK_ELEMENTS = int(__import__("os").environ.get("PYGQA_BLOCK_ELEMENTS", 1 << 22))
 _MAX_BLOCKS = 64
 
 
@@ -100,31 +100,27 @@ def _block_logits(layout, mask, causal, start, end, keys):
 
 
 def forward(layout, mask, causal, blocks):
-    """Returns the output (b, k, g, t, h) and each block's log-sum-exp (b, k, g*rows, 1)."""
-    outputs, log_sum_exps = [], []
+    """Returns the output in the grouped layout, (b, k, g, t, h)."""
+    outputs = []
     for start, end, keys in blocks:
-        logits = _block_logits(layout, mask, causal, start, end, keys)
-        row_max = ops.max(logits, axis=-1, keepdims=True)
-        weights = ops.exp(logits - row_max)
-        total = ops.sum(weights, axis=-1, keepdims=True)
-        out = ops.einsum("bkqs,bksh->bkqh", weights, layout.value[:, :, :keys]) / total
+        probs = ops.softmax(_block_logits(layout, mask, causal, start, end, keys), axis=-1)
+        out = ops.einsum("bkqs,bksh->bkqh", probs, layout.value[:, :, :keys])
         outputs.append(layout.unstack(out, start, end))
-        log_sum_exps.append(row_max + ops.log(total))
-    return ops.concatenate(outputs, axis=3), log_sum_exps
+    return ops.concatenate(outputs, axis=3)
 
 
-def backward(layout, mask, causal, blocks, output, log_sum_exps, grad_output):
+def backward(layout, mask, causal, blocks, output, grad_output):
     """Gradients (query, key, value) in the inputs' layouts, given d(output)."""
     grad_output = layout.to_grouped(grad_output)  # (b, k, g, t, h)
     source = layout.key.shape[2]
     grad_query_blocks = []
     grad_key = grad_value = None
-    for (start, end, keys), log_sum_exp in zip(blocks, log_sum_exps):
+    for start, end, keys in blocks:
         query = layout.rows(layout.query, start, end)
         d_out = layout.rows(grad_output, start, end)
         # Softmax backward needs each row's <d_out, out>.
         row_dot = ops.sum(d_out * layout.rows(output, start, end), axis=-1, keepdims=True)
-        probs = ops.exp(_block_logits(layout, mask, causal, start, end, keys) - log_sum_exp)
+        probs = ops.softmax(_block_logits(layout, mask, causal, start, end, keys), axis=-1)
         key, value = layout.key[:, :, :keys], layout.value[:, :, :keys]
         d_value = ops.einsum("bkqs,bkqh->bksh", probs, d_out)
         d_logits = probs * (ops.einsum("bkqh,bksh->bkqs", d_out, value) - row_dot)

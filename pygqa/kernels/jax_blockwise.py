@@ -32,14 +32,14 @@ def _attend_vjp(query, key, value, mask, causal, blocks):
 
 def _forward(query, key, value, mask, causal, blocks):
     layout = blockwise.Layout(query, key, value)
-    output, log_sum_exps = blockwise.forward(layout, mask, causal, blocks)
-    return layout.from_grouped(output), (query, key, value, mask, output, log_sum_exps)
+    output = blockwise.forward(layout, mask, causal, blocks)
+    return layout.from_grouped(output), (query, key, value, mask, output)
 
 
 def _backward(causal, blocks, residuals, grad_output):
-    query, key, value, mask, output, log_sum_exps = residuals
+    query, key, value, mask, output = residuals
     layout = blockwise.Layout(query, key, value)
-    grads = blockwise.backward(layout, mask, causal, blocks, output, log_sum_exps, grad_output)
+    grads = blockwise.backward(layout, mask, causal, blocks, output, grad_output)
     return (*grads, None)
 
 

@@ -13,11 +13,10 @@ def attention(query, key, value, *, mask=None, causal=False):
     @tf.custom_gradient
     def attend(query, key, value):
         layout = blockwise.Layout(query, key, value)
-        output, log_sum_exps = blockwise.forward(layout, mask, causal, blocks)
+        output = blockwise.forward(layout, mask, causal, blocks)
 
         def gradient(grad_output):
-            return blockwise.backward(layout, mask, causal, blocks, output, log_sum_exps,
-                                      grad_output)
+            return blockwise.backward(layout, mask, causal, blocks, output, grad_output)
 
         return layout.from_grouped(output), gradient
 

@@ -169,9 +169,38 @@ compose_layer <- function(object, layer, call) {
   if (inherits(object, c("python.builtin.list", "python.builtin.tuple"))) {
     object <- reticulate::py_to_r(object)
   }
-  inputs <- if (is.list(object) && !is.data.frame(object)) object else list(object)
+  if (inherits(object, c("python.builtin.dict", "keras.src.models.model.Model"))) {
+    # A Python dict of call arguments, or a model that is not sequential:
+    # Python's own composition rule (and its error message) applies.
+    return(with_python_errors(pygqa_module()$compose$compose(py_layer_of(layer), object), call))
+  }
+  inputs <- check_object(object, call)
   # Through call_layer() so that errors name the user's call, not the closure.
   do.call(call_layer, c(list(py_layer_of(layer)), inputs, list(.call = call)), quote = TRUE)
+}
+
+# The call arguments `object` stands for, as a list; the same checks, and the
+# same messages, as Python's pygqa.compose.compose().
+check_object <- function(object, call) {
+  if (is.list(object) && !is.data.frame(object)) {
+    positional <- if (is.null(names(object))) length(object) else sum(!nzchar(names(object)))
+    if (length(object) == 0L || positional > 3L) {
+      stop(pygqa_condition(sprintf(paste0(
+        "Received an invalid value for `object`: expected a list of 1 to 3 tensors ",
+        "(query, value, key), or a named list of call arguments. Received: a list of length %d"),
+        length(object)), "pygqa_argument_error", call, argument = "object", value = object))
+    }
+    return(object)
+  }
+  if ((is.numeric(object) || is.logical(object)) && !is.object(object) ||
+      inherits(object, "python.builtin.object")) {
+    return(list(object))
+  }
+  stop(pygqa_condition(paste0(
+    "Received an invalid value for `object`: expected NULL, a sequential model, a tensor or ",
+    "array, a list (query, value[, key]) or a named list of call arguments. Received: object ",
+    "of class ", paste(class(object), collapse = "/")),
+    "pygqa_argument_error", call, argument = "object", value = object))
 }
 
 # keras3's sequential models and Python's are the same Python class; a

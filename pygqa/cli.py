@@ -52,6 +52,11 @@ def _parser():
     bench.add_argument(
         "--render", metavar="DIR", help="only rewrite DIR's table and plot from its results.json"
     )
+    bench.add_argument(
+        "--summary",
+        metavar="ROOT",
+        help="only write ROOT/summary.md, the ratios of every ROOT/<backend>/results.json",
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument(
         "--stand-in",
@@ -70,6 +75,14 @@ def _bench(args):
 
         render(args.render)
         print(f"Rewritten: {args.render}/results.md, results.png")
+        return 0
+    if args.summary:
+        from pygqa.bench.report import summary
+
+        text = summary(args.summary)
+        with open(os.path.join(args.summary, "summary.md"), "w") as f:
+            f.write(text)
+        print(text)
         return 0
 
     shapes = shp.parse_shapes(args.shapes) if args.shapes else []

@@ -29,6 +29,59 @@ def render(out):
     write_all(saved["rows"], saved["meta"], out)
 
 
+def summary(root):
+    """Cross-backend Markdown of the paired ratios (keras GQA / pygqa time, pygqa / keras
+    GQA memory) and the pygqa %GEMM, from every `root/<backend>/results.json`."""
+    runs = {}
+    for backend in ("tensorflow", "jax", "torch"):
+        path = os.path.join(root, backend, "results.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                runs[backend] = json.load(f)
+    backends = list(runs)
+    head = ["shape"] + [f"{b} {m}" for b in backends for m in ("fwd", "fwd+bwd", "mem")]
+    lines = [
+        "Per backend: keras GQA time / pygqa time for forward and forward+backward (median of",
+        "per-round ratios; > 1: pygqa faster), and pygqa / keras GQA peak memory of",
+        "forward+backward (< 1: pygqa uses less).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    cases = {b: _cases(runs[b]["rows"]) for b in backends}
+    labels = {}  # shape name -> label, in first-seen order
+    for b in backends:
+        for (name, _), case in cases[b].items():
+            labels.setdefault(name, _shape_label(next(iter(case.values()))))
+    for name, label in labels.items():
+        cells = []
+        for b in backends:
+            fwd = cases[b].get((name, "fwd"), {}).get("keras_gqa")
+            bwd = cases[b].get((name, "fwdbwd"), {})
+            mine, ref = (
+                bwd.get("pygqa", {}).get("peak_mib"),
+                bwd.get("keras_gqa", {}).get("peak_mib"),
+            )
+            cells += [
+                _fmt(fwd and fwd["ratio"], ".2f") + "x",
+                _fmt(bwd.get("keras_gqa") and bwd["keras_gqa"]["ratio"], ".2f") + "x",
+                f"{mine / ref:.2f}" if mine is not None and ref else "–",
+            ]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    lines += [
+        "",
+        "| backend | date | load avg | GEMM GFLOP/s | pygqa commit |",
+        "|---|---|---|---|---|",
+    ]
+    for b in backends:
+        m = runs[b]["meta"]
+        lines.append(
+            f"| {b} | {m['date']} | {m.get('load_start')} / {m.get('load_end')} | "
+            f"{m['gemm_gflops']:.0f} | {m.get('commit')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(value, spec, missing="–"):
     return missing if value is None else format(value, spec)
 

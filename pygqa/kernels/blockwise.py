@@ -6,135 +6,183 @@ CPU). Three things make it faster and lighter than materialising the full
 
 - query heads of a group are stacked into one matrix against their shared
   key/value head, so each contraction is one larger matrix product;
-- with a causal mask, a block of rows only meets the keys up to its last row:
-  key columns that the mask removes entirely are never computed;
-- the forward pass keeps no probabilities: the backward pass recomputes each
-  block's (as FlashAttention does, with one fused softmax per block), so
-  memory grows with T + S instead of T x S.
+- with a causal mask, rows are processed in buckets and a bucket only meets
+  the keys up to its last row: key columns the mask removes are not computed;
+- blocks run in a sequential loop (`ops.scan`) and the forward pass keeps no
+  probabilities: the backward pass recomputes each block's (as
+  FlashAttention does), so memory grows with T + S instead of T x S.
 
-Letters: b batch, k key/value head, q a block's stacked (group, row) query
-rows, s source position, h head feature.
+Letters: n block, b batch, k key/value head, g query head in its group,
+r row in a block, q a block's stacked (group, row) rows, s source position,
+h head feature.
 
 The math is written with keras.ops; `jax_blockwise.py` and `tf_blockwise.py`
 wrap it in each backend's custom-gradient mechanism.
 """
 
+import collections
 import math
 
 from keras import ops
 
 # Logit given to masked keys. Finite, so a row's maximum stays finite; every
-# row reaching the kernel has at least one key (see masking.open_empty_rows).
+# row reaching the kernel has at least one key (see masking.prepare).
 _MASKED = -1e30
 
-# Target size of one block's logits, in elements (16 MiB in float32), and the
-# most blocks a call is split into (each block is unrolled in the graph).
-_BLOCK_ELEMENTS = int(__import__("os").environ.get("PYGQA_BLOCK_ELEMENTS", 1 << 22))
-_MAX_BLOCKS = 64
+# Target size of one block's logits in elements (16 MiB in float32), and how
+# many key-length buckets a causal call is split into: with n buckets the
+# work done is (n + 1) / 2n of the full square instead of 1/2 of it.
+_BLOCK_ELEMENTS = 1 << 22
+_CAUSAL_BUCKETS = 8
+
+# rows: rows per block; num_blocks: blocks after padding T up to a multiple of
+# rows; buckets: (first_block, end_block, keys_needed) triples.
+Plan = collections.namedtuple("Plan", ["rows", "num_blocks", "buckets"])
 
 
-def plan_blocks(target_length, source_length, num_query_heads, causal, block_rows=None):
-    """Splits the rows into blocks: a list of (first_row, end_row, keys_needed)."""
-    if block_rows is None:
-        block_rows = max(16, _BLOCK_ELEMENTS // (num_query_heads * source_length))
-        block_rows = max(block_rows, math.ceil(target_length / _MAX_BLOCKS))
-        block_rows = min(target_length, 16 * math.ceil(block_rows / 16))
-    blocks = []
-    for start in range(0, target_length, block_rows):
-        end = min(target_length, start + block_rows)
-        # Top-left causal alignment: row t sees keys 0..t, so a block needs keys < end.
-        keys = min(source_length, end) if causal else source_length
-        blocks.append((start, end, keys))
-    return blocks
+def plan_blocks(batch, target_length, source_length, num_query_heads, causal):
+    """Chooses the block size and, for causal calls, the key-length buckets."""
+    per_row = (batch or 1) * num_query_heads * source_length
+    rows = max(16, _BLOCK_ELEMENTS // per_row)
+    rows = min(16 * math.ceil(target_length / 16), 16 * math.ceil(rows / 16))
+    num_blocks = math.ceil(target_length / rows)
+    if not causal:
+        return Plan(rows, num_blocks, ((0, num_blocks, source_length),))
+    count = min(num_blocks, _CAUSAL_BUCKETS)
+    edges = [round(i * num_blocks / count) for i in range(count + 1)]
+    # Top-left causal alignment: row t sees keys 0..t, so a bucket needs keys < its end.
+    buckets = tuple(
+        (first, end, min(source_length, end * rows)) for first, end in zip(edges, edges[1:])
+    )
+    return Plan(rows, num_blocks, buckets)
 
 
 class Layout:
     """Inputs rearranged once so that every block is a plain batched matrix product."""
 
-    def __init__(self, query, key, value):
-        batch, target, heads, head_dim = query.shape
-        self.batch, self.target, self.heads, self.head_dim = batch, target, heads, head_dim
+    def __init__(self, query, key, value, mask, causal, plan):
+        _, self.target, self.heads, self.head_dim = query.shape
         self.kv_heads = key.shape[2]
-        self.group = heads // self.kv_heads
-        self.scale = 1.0 / math.sqrt(head_dim)
-        # (b, t, u, h) -> (b, k, g, t, h): rows of one group next to each other.
-        self.query = self.to_grouped(query * self.scale)
+        self.group = self.heads // self.kv_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.causal, self.plan = causal, plan
+        self.query = self.to_blocks(query * self.scale)  # (n, b, k, q, h)
         self.key = ops.transpose(key, (0, 2, 1, 3))  # (b, k, s, h)
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
+        self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)
 
-    def to_grouped(self, x):
-        x = ops.reshape(x, (-1, self.target, self.kv_heads, self.group, self.head_dim))
-        return ops.transpose(x, (0, 2, 3, 1, 4))
+    def to_blocks(self, x):
+        """(b, t, u, h) -> (n, b, k, g * r, h), rows padded to whole blocks."""
+        rows, blocks = self.plan.rows, self.plan.num_blocks
+        x = ops.pad(x, [(0, 0), (0, rows * blocks - self.target), (0, 0), (0, 0)])
+        x = ops.reshape(x, (-1, blocks, rows, self.kv_heads, self.group, self.head_dim))
+        x = ops.transpose(x, (1, 0, 3, 4, 2, 5))  # (n, b, k, g, r, h)
+        return ops.reshape(x, (blocks, -1, self.kv_heads, self.group * rows, self.head_dim))
 
-    def from_grouped(self, x):
-        x = ops.transpose(x, (0, 3, 1, 2, 4))  # (b, t, k, g, h)
-        return ops.reshape(x, (-1, self.target, self.heads, self.head_dim))
+    def from_blocks(self, x):
+        """(n, b, k, g * r, h) -> (b, t, u, h)."""
+        rows, blocks = self.plan.rows, self.plan.num_blocks
+        x = ops.reshape(x, (blocks, -1, self.kv_heads, self.group, rows, self.head_dim))
+        x = ops.transpose(x, (1, 0, 4, 2, 3, 5))  # (b, n, r, k, g, h)
+        x = ops.reshape(x, (-1, blocks * rows, self.heads, self.head_dim))
+        return x[:, : self.target]
 
-    def rows(self, x, start, end):
-        """(b, k, g, t, h) -> the block's stacked rows (b, k, g * rows, h)."""
-        block = x[:, :, :, start:end, :]
-        return ops.reshape(block, (-1, self.kv_heads, self.group * (end - start), x.shape[-1]))
+    def _mask_blocks(self, mask):
+        rows, blocks = self.plan.rows, self.plan.num_blocks
+        padding = [(0, 0), (0, rows * blocks - self.target), (0, 0)]
+        mask = ops.pad(mask, padding, constant_values=True)  # padded rows are dropped later
+        mask = ops.reshape(mask, (-1, blocks, rows, mask.shape[-1]))
+        return ops.transpose(mask, (1, 0, 2, 3))
 
-    def unstack(self, x, start, end):
-        """(b, k, g * rows, h) -> (b, k, g, rows, h)."""
-        return ops.reshape(x, (-1, self.kv_heads, self.group, end - start, x.shape[-1]))
+    def bucket_inputs(self, first, end, keys, *per_block):
+        """The scan inputs of one bucket: blocks of each tensor, row offsets, mask."""
+        inputs = [x[first:end] for x in per_block]
+        inputs.append(ops.arange(first, end) * self.plan.rows)
+        if self.mask is not None:
+            inputs.append(self.mask[first:end, :, :, :keys])
+        return inputs
+
+    def logits(self, query, start, mask, keys):
+        """One block's masked logits, (b, k, q, keys)."""
+        logits = ops.einsum("bkqh,bksh->bkqs", query, self.key[:, :, :keys])
+        keep = None
+        if mask is not None:
+            keep = mask[:, None, None]  # (b, 1, 1, r, keys)
+        if self.causal:
+            rows = ops.expand_dims(start + ops.arange(self.plan.rows), 1)
+            tril = ops.greater_equal(rows, ops.expand_dims(ops.arange(keys), 0))
+            tril = tril[None, None, None]  # (1, 1, 1, r, keys)
+            keep = tril if keep is None else ops.logical_and(keep, tril)
+        if keep is None:
+            return logits
+        shape = ops.shape(logits)
+        grouped = ops.reshape(logits, (-1, self.kv_heads, self.group, self.plan.rows, keys))
+        grouped = ops.where(keep, grouped, ops.cast(_MASKED, logits.dtype))
+        return ops.reshape(grouped, shape)
 
 
-def _block_logits(layout, mask, causal, start, end, keys):
-    """Scaled logits of one block, (b, k, g * rows, keys), masked keys at _MASKED."""
-    query = layout.rows(layout.query, start, end)
-    logits = ops.einsum("bkqh,bksh->bkqs", query, layout.key[:, :, :keys])
-    keep = None
-    if mask is not None:
-        keep = mask[:, None, None, start:end, :keys]  # (b, 1, 1, rows, keys)
-    if causal:
-        rows = ops.expand_dims(ops.arange(start, end), 1)
-        cols = ops.expand_dims(ops.arange(keys), 0)
-        tril = ops.greater_equal(rows, cols)[None, None, None]  # (1, 1, 1, rows, keys)
-        keep = tril if keep is None else ops.logical_and(keep, tril)
-    if keep is None:
-        return logits
-    grouped = ops.reshape(logits, (-1, layout.kv_heads, layout.group, end - start, keys))
-    grouped = ops.where(keep, grouped, ops.cast(_MASKED, logits.dtype))
-    return ops.reshape(grouped, ops.shape(logits))
+def _scan(step, init, inputs):
+    """ops.scan over blocks; a single block skips the loop and its overhead."""
+    if inputs[0].shape[0] == 1:
+        carry, out = step(init, [x[0] for x in inputs])
+        return carry, ops.expand_dims(out, 0)
+    return ops.scan(step, init, inputs)
 
 
-def forward(layout, mask, causal, blocks):
-    """Returns the output in the grouped layout, (b, k, g, t, h)."""
+def _unpack(layout, inputs, count):
+    """Splits a step's inputs into (tensors..., row offset, mask or None)."""
+    mask = inputs[count + 1] if layout.mask is not None else None
+    return (*inputs[:count], inputs[count], mask)
+
+
+def forward(layout):
+    """The output in blocks, (n, b, k, q, h)."""
     outputs = []
-    for start, end, keys in blocks:
-        probs = ops.softmax(_block_logits(layout, mask, causal, start, end, keys), axis=-1)
-        out = ops.einsum("bkqs,bksh->bkqh", probs, layout.value[:, :, :keys])
-        outputs.append(layout.unstack(out, start, end))
-    return ops.concatenate(outputs, axis=3)
+    for first, end, keys in layout.plan.buckets:
+        value = layout.value[:, :, :keys]
+
+        def step(carry, inputs, keys=keys, value=value):
+            query, start, mask = _unpack(layout, inputs, 1)
+            probs = ops.softmax(layout.logits(query, start, mask, keys), axis=-1)
+            return carry, ops.einsum("bkqs,bksh->bkqh", probs, value)
+
+        _, out = _scan(step, ops.zeros(()), layout.bucket_inputs(first, end, keys, layout.query))
+        outputs.append(out)
+    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=0)
 
 
-def backward(layout, mask, causal, blocks, output, grad_output):
+def backward(layout, output, grad_output):
     """Gradients (query, key, value) in the inputs' layouts, given d(output)."""
-    grad_output = layout.to_grouped(grad_output)  # (b, k, g, t, h)
+    grad_output = layout.to_blocks(grad_output)  # (n, b, k, q, h)
     source = layout.key.shape[2]
-    grad_query_blocks = []
-    grad_key = grad_value = None
-    for start, end, keys in blocks:
-        query = layout.rows(layout.query, start, end)
-        d_out = layout.rows(grad_output, start, end)
-        # Softmax backward needs each row's <d_out, out>.
-        row_dot = ops.sum(d_out * layout.rows(output, start, end), axis=-1, keepdims=True)
-        probs = ops.softmax(_block_logits(layout, mask, causal, start, end, keys), axis=-1)
+    grad_query, grad_key, grad_value = [], None, None
+    for first, end, keys in layout.plan.buckets:
         key, value = layout.key[:, :, :keys], layout.value[:, :, :keys]
-        d_value = ops.einsum("bkqs,bkqh->bksh", probs, d_out)
-        d_logits = probs * (ops.einsum("bkqh,bksh->bkqs", d_out, value) - row_dot)
-        d_query = ops.einsum("bkqs,bksh->bkqh", d_logits, key) * layout.scale
-        d_key = ops.einsum("bkqs,bkqh->bksh", d_logits, query)
-        if keys < source:  # causal blocks touch only the first `keys` positions
+
+        def step(carry, inputs, keys=keys, key=key, value=value):
+            grad_key, grad_value = carry
+            query, d_out, out, start, mask = _unpack(layout, inputs, 3)
+            probs = ops.softmax(layout.logits(query, start, mask, keys), axis=-1)
+            # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
+            row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
+            d_logits = probs * (ops.einsum("bkqh,bksh->bkqs", d_out, value) - row_dot)
+            grad_value = grad_value + ops.einsum("bkqs,bkqh->bksh", probs, d_out)
+            grad_key = grad_key + ops.einsum("bkqs,bkqh->bksh", d_logits, query)
+            d_query = ops.einsum("bkqs,bksh->bkqh", d_logits, key) * layout.scale
+            return (grad_key, grad_value), d_query
+
+        zeros = ops.zeros_like(key)
+        inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
+        (d_key, d_value), d_query = _scan(step, (zeros, zeros), inputs)
+        if keys < source:  # a causal bucket touches only the first `keys` positions
             padding = [(0, 0), (0, 0), (0, source - keys), (0, 0)]
-            d_value, d_key = ops.pad(d_value, padding), ops.pad(d_key, padding)
-        grad_value = d_value if grad_value is None else grad_value + d_value
+            d_key, d_value = ops.pad(d_key, padding), ops.pad(d_value, padding)
         grad_key = d_key if grad_key is None else grad_key + d_key
-        grad_query_blocks.append(layout.unstack(d_query, start, end))
-    grad_query = layout.from_grouped(ops.concatenate(grad_query_blocks, axis=3))
+        grad_value = d_value if grad_value is None else grad_value + d_value
+        grad_query.append(d_query)
+    grad_query = grad_query[0] if len(grad_query) == 1 else ops.concatenate(grad_query, axis=0)
     return (
-        grad_query,
+        layout.from_blocks(grad_query),
         ops.transpose(grad_key, (0, 2, 1, 3)),  # (b, s, k, h)
         ops.transpose(grad_value, (0, 2, 1, 3)),
     )

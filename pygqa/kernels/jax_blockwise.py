@@ -15,32 +15,32 @@ from pygqa.kernels.masking import prepare, zero_empty_rows
 
 def attention(query, key, value, *, mask=None, causal=False):
     mask, has_key = prepare(mask, causal, query.shape[1], key.shape[1])
-    blocks = tuple(blockwise.plan_blocks(query.shape[1], key.shape[1], query.shape[2], causal))
-    output = _attend(query, key, value, mask, causal, blocks)
+    plan = blockwise.plan_blocks(query.shape[0], query.shape[1], key.shape[1],
+                                 query.shape[2], causal)
+    output = _attend(query, key, value, mask, causal, plan)
     return output if has_key is None else zero_empty_rows(output, has_key)
 
 
 @partial(jax.jit, static_argnums=(4, 5))
-def _attend(query, key, value, mask, causal, blocks):
-    return _attend_vjp(query, key, value, mask, causal, blocks)
+def _attend(query, key, value, mask, causal, plan):
+    return _attend_vjp(query, key, value, mask, causal, plan)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _attend_vjp(query, key, value, mask, causal, blocks):
-    return _forward(query, key, value, mask, causal, blocks)[0]
+def _attend_vjp(query, key, value, mask, causal, plan):
+    return _forward(query, key, value, mask, causal, plan)[0]
 
 
-def _forward(query, key, value, mask, causal, blocks):
-    layout = blockwise.Layout(query, key, value)
-    output = blockwise.forward(layout, mask, causal, blocks)
-    return layout.from_grouped(output), (query, key, value, mask, output)
+def _forward(query, key, value, mask, causal, plan):
+    layout = blockwise.Layout(query, key, value, mask, causal, plan)
+    output = blockwise.forward(layout)
+    return layout.from_blocks(output), (query, key, value, mask, output)
 
 
-def _backward(causal, blocks, residuals, grad_output):
+def _backward(causal, plan, residuals, grad_output):
     query, key, value, mask, output = residuals
-    layout = blockwise.Layout(query, key, value)
-    grads = blockwise.backward(layout, mask, causal, blocks, output, grad_output)
-    return (*grads, None)
+    layout = blockwise.Layout(query, key, value, mask, causal, plan)
+    return (*blockwise.backward(layout, output, grad_output), None)
 
 
 _attend_vjp.defvjp(_forward, _backward)

@@ -35,4 +35,7 @@ def prepare(mask, causal, target_length, source_length):
         return None, None
     if causal:
         mask = with_causal(mask, target_length, source_length)
+    # Masks built from query/value masks alone broadcast along an axis; the
+    # kernels cut them into row blocks, so they need every axis at full size.
+    mask = ops.broadcast_to(mask, (ops.shape(mask)[0], target_length, source_length))
     return open_empty_rows(mask)

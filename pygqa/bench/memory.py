@@ -71,7 +71,9 @@ def measure_peak(impl, shape, mode="fwdbwd", stand_in=False, limit_mib=8 * 1024,
     if status:
         return {"peak_mib": None, "status": status}
     if proc.returncode != 0:
-        last = (err.strip().splitlines() or ["no message"])[-1]
-        return {"peak_mib": None, "status": f"failed: {last[:120]}"}
+        # The exception's own line ("ValueError: ..."), not Keras's argument dump after it.
+        lines = [ln.strip() for ln in err.splitlines() if ln.strip()] or ["no message"]
+        errors = [ln for ln in lines if ln.split(":")[0].endswith(("Error", "Exception"))]
+        return {"peak_mib": None, "status": f"failed: {(errors or lines)[-1][:100]}"}
     result = json.loads(out.strip().splitlines()[-1])
     return {"peak_mib": result["peak_mib"], "status": "ok"}

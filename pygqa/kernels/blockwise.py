@@ -8,7 +8,7 @@ CPU). Three things make it faster and lighter than materialising the full
   key/value head, so each contraction is one larger matrix product;
 - with a causal mask, rows are processed in buckets and a bucket only meets
   the keys up to its last row: key columns the mask removes are not computed;
-- blocks run in a sequential loop (`ops.scan`) and the forward pass keeps no
+- blocks run in a sequential loop (a scan) and the forward pass keeps no
   probabilities: the backward pass recomputes each block's (as
   FlashAttention does), so memory grows with T + S instead of T x S.
 
@@ -58,9 +58,14 @@ def plan_blocks(batch, target_length, source_length, num_query_heads, causal):
 
 
 class Layout:
-    """Inputs rearranged once so that every block is a plain batched matrix product."""
+    """Inputs rearranged once so that every block is a plain batched matrix product.
 
-    def __init__(self, query, key, value, mask, causal, plan):
+    `scan(step, init, inputs) -> (carry, stacked outputs)` is the backend's
+    sequential loop (keras.ops.scan requires outputs shaped like the carry).
+    """
+
+    def __init__(self, query, key, value, mask, causal, plan, scan):
+        self.scan = scan
         _, self.target, self.heads, self.head_dim = query.shape
         self.kv_heads = key.shape[2]
         self.group = self.heads // self.kv_heads
@@ -121,12 +126,12 @@ class Layout:
         return ops.reshape(grouped, shape)
 
 
-def _scan(step, init, inputs):
-    """ops.scan over blocks; a single block skips the loop and its overhead."""
+def _scan(layout, step, init, inputs):
+    """The loop over blocks; a single block skips the loop and its overhead."""
     if inputs[0].shape[0] == 1:
         carry, out = step(init, [x[0] for x in inputs])
         return carry, ops.expand_dims(out, 0)
-    return ops.scan(step, init, inputs)
+    return layout.scan(step, init, inputs)
 
 
 def _unpack(layout, inputs, count):
@@ -146,7 +151,7 @@ def forward(layout):
             probs = ops.softmax(layout.logits(query, start, mask, keys), axis=-1)
             return carry, ops.einsum("bkqs,bksh->bkqh", probs, value)
 
-        _, out = _scan(step, ops.zeros(()), layout.bucket_inputs(first, end, keys, layout.query))
+        _, out = _scan(layout, step, ops.zeros(()), layout.bucket_inputs(first, end, keys, layout.query))
         outputs.append(out)
     return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=0)
 
@@ -173,7 +178,7 @@ def backward(layout, output, grad_output):
 
         zeros = ops.zeros_like(key)
         inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
-        (d_key, d_value), d_query = _scan(step, (zeros, zeros), inputs)
+        (d_key, d_value), d_query = _scan(layout, step, (zeros, zeros), inputs)
         if keys < source:  # a causal bucket touches only the first `keys` positions
             padding = [(0, 0), (0, 0), (0, source - keys), (0, 0)]
             d_key, d_value = ops.pad(d_key, padding), ops.pad(d_value, padding)

@@ -32,14 +32,14 @@ def _attend_vjp(query, key, value, mask, causal, plan):
 
 
 def _forward(query, key, value, mask, causal, plan):
-    layout = blockwise.Layout(query, key, value, mask, causal, plan)
+    layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
     output = blockwise.forward(layout)
     return layout.from_blocks(output), (query, key, value, mask, output)
 
 
 def _backward(causal, plan, residuals, grad_output):
     query, key, value, mask, output = residuals
-    layout = blockwise.Layout(query, key, value, mask, causal, plan)
+    layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
     return (*blockwise.backward(layout, output, grad_output), None)
 
 

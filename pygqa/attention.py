@@ -2,9 +2,10 @@
 
 Letters used in the einsum equations below:
   b batch, t target (query) position, s source (key/value) position,
-  k key/value head, g query head within its group, h head feature.
+  u query head, k key/value head, q a group's stacked (head, position) rows,
+  h head feature.
 Query head `i` belongs to group `i // G` (G = query heads per key/value head),
-so reshaping the query's head axis `u` to `(k, g)` lines every query head up
+so splitting the query's head axis `u` into `(k, g)` lines every query head up
 with the key/value head it shares; key and value are never repeated.
 
 Masking rule, the same on every path and backend: a query position with no
@@ -109,35 +110,35 @@ def grouped_attention(
     output = ops.cast(weighted_values(kept, value), compute_dtype)
     if not return_scores:
         return output
-    batch, num_kv_heads, group, t, s = ops.shape(probs)
-    scores = ops.reshape(probs, (batch, num_kv_heads * group, t, s))  # (b, u, t, s)
-    return output, ops.cast(scores, compute_dtype)
-
-
-def split_heads(query, num_kv_heads):
-    """(b, t, u, h) -> (b, t, k, g, h): each query head next to its group's key head."""
-    batch, length, num_heads, head_dim = ops.shape(query)
-    return ops.reshape(
-        query, (batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    )
+    return output, ops.cast(probs, compute_dtype)
 
 
 def attention_probabilities(query, key, mask):
-    """Softmax probabilities (b, k, g, t, s); rows without any key are all zero."""
-    head_dim = ops.shape(query)[-1]
+    """Softmax probabilities (b, u, t, s); rows without any key are all zero.
+
+    Each key/value head meets its whole group at once: the group's query rows
+    are stacked into one (g * t, h) matrix, one matrix product per head.
+    """
+    batch, target, num_heads, head_dim = ops.shape(query)
+    num_kv_heads = ops.shape(key)[2]
     query = query * ops.cast(1.0 / ops.sqrt(float(head_dim)), query.dtype)
-    grouped = split_heads(query, ops.shape(key)[2])  # (b, t, k, g, h)
-    logits = ops.einsum("btkgh,bskh->bkgts", grouped, key)  # (b, k, g, t, s)
+    query = ops.transpose(query, (0, 2, 1, 3))  # (b, u, t, h), u = (k, g)
+    query = ops.reshape(query, (batch, num_kv_heads, -1, head_dim))  # (b, k, g*t, h)
+    logits = ops.einsum("bkqh,bksh->bkqs", query, ops.transpose(key, (0, 2, 1, 3)))
+    logits = ops.reshape(logits, (batch, num_heads, target, -1))  # (b, u, t, s)
     if mask is None:
         return ops.softmax(logits, axis=-1)
-    keep = ops.expand_dims(ops.expand_dims(mask, 1), 1)  # (b, 1, 1, t, s)
+    keep = ops.expand_dims(mask, 1)  # (b, 1, t, s)
     logits = ops.where(keep, logits, ops.cast(_MASKED_LOGIT, logits.dtype))
     probs = ops.softmax(logits, axis=-1)
     return ops.where(keep, probs, ops.zeros_like(probs))
 
 
 def weighted_values(probs, value):
-    """(b, k, g, t, s) probabilities x (b, s, k, h) values -> (b, t, u, h)."""
-    batch, num_kv_heads, group, length, _ = ops.shape(probs)
-    output = ops.einsum("bkgts,bskh->btkgh", probs, value)  # (b, t, k, g, h)
-    return ops.reshape(output, (batch, length, num_kv_heads * group, ops.shape(value)[-1]))
+    """(b, u, t, s) probabilities x (b, s, k, h) values -> (b, t, u, h)."""
+    batch, num_heads, target, source = ops.shape(probs)
+    num_kv_heads, head_dim = ops.shape(value)[2], ops.shape(value)[3]
+    stacked = ops.reshape(probs, (batch, num_kv_heads, -1, source))  # (b, k, g*t, s)
+    output = ops.einsum("bkqs,bksh->bkqh", stacked, ops.transpose(value, (0, 2, 1, 3)))
+    output = ops.reshape(output, (batch, num_heads, target, head_dim))  # (b, u, t, h)
+    return ops.transpose(output, (0, 2, 1, 3))  # (b, t, u, h)

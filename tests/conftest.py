@@ -9,12 +9,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-# float32 arithmetic with sums over up to ~100 terms: errors of a few ulp of the
-# output's scale. Outputs here are O(1), so 2e-6 absolute leaves ~10x headroom
-# over the ~2e-7 differences measured between implementations.
-ATOL = 2e-6
-RTOL = 1e-5
-
 
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
@@ -32,7 +26,3 @@ def pytest_sessionstart(session):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def to_numpy(x):
-    return keras.ops.convert_to_numpy(x)

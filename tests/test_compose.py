@@ -5,7 +5,7 @@ import inspect
 import keras
 import numpy as np
 import pytest
-from conftest import ATOL, to_numpy
+from helpers import ATOL, to_numpy
 
 import pygqa
 from pygqa import layer_group_query_attention

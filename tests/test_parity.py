@@ -2,8 +2,16 @@
 
 import numpy as np
 import pytest
-from conftest import ATOL, RTOL, to_numpy
-from helpers import LAYOUTS, explicit_mask, inputs, pygqa_and_keras, random_masks
+from helpers import (
+    ATOL,
+    LAYOUTS,
+    RTOL,
+    explicit_mask,
+    inputs,
+    pygqa_and_keras,
+    random_masks,
+    to_numpy,
+)
 from reference import gqa_reference
 
 SHAPES = {
@@ -45,12 +53,15 @@ def test_matches_keras_and_numpy(layout, use_bias, shape, scores, rng):
         if causal:
             keep &= np.tril(np.ones((target, source), dtype=bool))
         ref_out, ref_probs = gqa_reference(weights, q, v, k, mask=keep, use_bias=use_bias)
-        if scores:
-            (got, got_scores), (expected, expected_scores) = got, expected
-            np.testing.assert_allclose(to_numpy(got_scores), ref_probs, atol=ATOL, rtol=RTOL)
-        got, expected = to_numpy(got), to_numpy(expected)
         # Keras's own paths disagree on rows with no key left; compare the rest.
         rows = keep.any(axis=-1)
+        if scores:
+            (got, got_scores), (expected, expected_scores) = got, expected
+            got_scores = to_numpy(got_scores)
+            np.testing.assert_allclose(got_scores, ref_probs, atol=ATOL, rtol=RTOL)
+            by_row = [np.moveaxis(to_numpy(x), 1, 2)[rows] for x in (got_scores, expected_scores)]
+            np.testing.assert_allclose(*by_row, atol=ATOL, rtol=RTOL)
+        got, expected = to_numpy(got), to_numpy(expected)
         np.testing.assert_allclose(got[rows], expected[rows], atol=ATOL, rtol=RTOL,
                                    err_msg=f"masks={kind}")
         np.testing.assert_allclose(got, ref_out, atol=ATOL, rtol=RTOL, err_msg=f"masks={kind}")

@@ -4,7 +4,7 @@ import inspect
 
 import keras
 import numpy as np
-from conftest import to_numpy
+from helpers import to_numpy
 
 import pygqa
 

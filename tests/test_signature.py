@@ -3,8 +3,7 @@
 import inspect
 
 import pytest
-from reference_usage import (SHARED_SPEC, parse_usage, r_default_to_python,
-                             reference_params)
+from reference_usage import SHARED_SPEC, parse_usage, r_default_to_python, reference_params
 
 import pygqa
 from pygqa.compose import _REQUIRED

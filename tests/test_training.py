@@ -3,8 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import ATOL, RTOL, to_numpy
-from helpers import explicit_mask, inputs, random_masks
+from helpers import ATOL, RTOL, explicit_mask, inputs, random_masks, to_numpy
 
 import pygqa
 

@@ -1,6 +1,7 @@
 """One version for both languages."""
 
 import pathlib
+
 import tomllib
 
 import pygqa

@@ -151,7 +151,8 @@ def forward(layout):
             probs = ops.softmax(layout.logits(query, start, mask, keys), axis=-1)
             return carry, ops.einsum("bkqs,bksh->bkqh", probs, value)
 
-        _, out = _scan(layout, step, ops.zeros(()), layout.bucket_inputs(first, end, keys, layout.query))
+        inputs = layout.bucket_inputs(first, end, keys, layout.query)
+        _, out = _scan(layout, step, ops.zeros(()), inputs)
         outputs.append(out)
     return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=0)
 

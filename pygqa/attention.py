@@ -23,6 +23,14 @@ from pygqa import kernels
 _MASKED_LOGIT = -1e9
 
 
+def softmax(logits):
+    """Softmax over the last axis. A single key gets probability 1 without
+    keras.ops.softmax's warning about a size-1 axis (one key is a valid input)."""
+    if logits.shape[-1] == 1:
+        return ops.ones_like(logits)
+    return ops.softmax(logits, axis=-1)
+
+
 def causal_mask(target_length, source_length):
     """Lower-triangular (target, source) mask, aligned top-left when T != S."""
     rows = ops.expand_dims(ops.arange(target_length), 1)
@@ -127,10 +135,10 @@ def attention_probabilities(query, key, mask):
     logits = ops.einsum("bkqh,bksh->bkqs", query, ops.transpose(key, (0, 2, 1, 3)))
     logits = ops.reshape(logits, (batch, num_heads, target, -1))  # (b, u, t, s)
     if mask is None:
-        return ops.softmax(logits, axis=-1)
+        return softmax(logits)
     keep = ops.expand_dims(mask, 1)  # (b, 1, t, s)
     logits = ops.where(keep, logits, ops.cast(_MASKED_LOGIT, logits.dtype))
-    probs = ops.softmax(logits, axis=-1)
+    probs = softmax(logits)
     return ops.where(keep, probs, ops.zeros_like(probs))
 
 

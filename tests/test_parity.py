@@ -100,3 +100,21 @@ def test_fused_and_scores_paths_agree_everywhere(rng):
     fused = to_numpy(layer(q, v, k, **masks))
     with_scores, _ = layer(q, v, k, **masks, return_attention_scores=True)
     np.testing.assert_allclose(fused, to_numpy(with_scores), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("scores", [False, True], ids=["fused", "scores"])
+def test_a_single_key_gets_probability_one_quietly(scores, rng):
+    import warnings
+
+    import pygqa
+
+    q, v, k = inputs(rng, target=5, source=1)
+    layer = pygqa.GroupQueryAttention(4, 4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = layer(q, v, k, return_attention_scores=scores)
+    ref_out, _ = gqa_reference(layer.get_weights(), q, v, k)
+    out = result[0] if scores else result
+    np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL, rtol=RTOL)
+    if scores:
+        np.testing.assert_array_equal(to_numpy(result[1]), 1.0)

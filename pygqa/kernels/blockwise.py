@@ -25,6 +25,8 @@ import math
 
 from keras import ops
 
+from pygqa.attention import softmax
+
 # Logit given to masked keys. Finite, so a row's maximum stays finite; every
 # row reaching the kernel has at least one key (see masking.prepare).
 _MASKED = -1e30
@@ -148,7 +150,7 @@ def forward(layout):
 
         def step(carry, inputs, keys=keys, value=value):
             query, start, mask = _unpack(layout, inputs, 1)
-            probs = ops.softmax(layout.logits(query, start, mask, keys), axis=-1)
+            probs = softmax(layout.logits(query, start, mask, keys))
             return carry, ops.einsum("bkqs,bksh->bkqh", probs, value)
 
         inputs = layout.bucket_inputs(first, end, keys, layout.query)
@@ -168,7 +170,7 @@ def backward(layout, output, grad_output):
         def step(carry, inputs, keys=keys, key=key, value=value):
             grad_key, grad_value = carry
             query, d_out, out, start, mask = _unpack(layout, inputs, 3)
-            probs = ops.softmax(layout.logits(query, start, mask, keys), axis=-1)
+            probs = softmax(layout.logits(query, start, mask, keys))
             # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
             row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
             d_logits = probs * (ops.einsum("bkqh,bksh->bkqs", d_out, value) - row_dot)

@@ -4,6 +4,7 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 from keras.layers import EinsumDense
 
+from pygqa import cache as kv_cache
 from pygqa import validation
 from pygqa.attention import combine_masks, grouped_attention
 
@@ -64,13 +65,23 @@ class GroupQueryAttention(keras.layers.Layer):
         return_attention_scores: Also return the attention probabilities.
         training: Whether dropout is active.
         use_causal_mask: Mask future positions (top-left aligned when the
-            lengths differ).
+            lengths differ; with a cache, query row `r` is position
+            `cache_update_index + r`).
+        cache: Key/value cache for incremental decoding,
+            `(batch, 2, max_length, num_key_value_heads, head_dim)`, e.g. from
+            `empty_cache()`. The query then attends over the cache's
+            positions (masks on keys have length `max_length`).
+        cache_update_index: Number of positions already in the cache (an int
+            or an integer scalar tensor). The new keys/values are written
+            there and positions after them are masked. None reads the cache
+            as it is, ignoring `value` and `key`.
 
     Returns:
         attention_output: `(batch, target_length, query_dim)`.
         attention_scores: with `return_attention_scores=True`, the
             probabilities before dropout,
             `(batch, num_query_heads, target_length, source_length)`.
+        cache: with `cache`, last, the cache after the update.
 
     Raises:
         TypeError, ValueError: for invalid constructor arguments or inputs,
@@ -171,25 +182,46 @@ class GroupQueryAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
         use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
     ):
         if value is None:  # Self-attention: the query is also value and key, mask included.
             if query_mask is None:
                 # With a single tensor argument Keras fills `mask`, not `query_mask`.
                 query_mask = getattr(query, "_keras_mask", None)
             value = query
-            value_mask = query_mask if value_mask is None else value_mask
+            if cache is None:  # With a cache, keys are cache positions, not query rows.
+                value_mask = query_mask if value_mask is None else value_mask
         if key is None:
             key = value
-        self._check_inputs(query, value, key, query_mask, value_mask, key_mask, attention_mask)
+        cache_update_index = kv_cache.update_index(cache_update_index)
+        self._check_inputs(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask,
+            cache, cache_update_index,
+        )
 
-        # The causal mask stays a flag, so fused kernels can use their causal mode.
-        mask = combine_masks(query_mask, value_mask, key_mask, attention_mask)
+        causal = bool(use_causal_mask)
+        if cache is None:
+            key, value = self._key_dense(key), self._value_dense(value)  # (b, s, k, h)
+            positions = None  # The causal mask stays a flag: kernels have a causal mode.
+        else:
+            if cache_update_index is not None:
+                cache = kv_cache.write(
+                    cache, self._key_dense(key), self._value_dense(value), cache_update_index
+                )
+            # (b, L, k, h), in the compute dtype whatever dtype the cache was made in.
+            key, value = (ops.cast(cache[:, i], self.compute_dtype) for i in (0, 1))
+            positions = kv_cache.positions_mask(
+                ops.shape(query)[1], ops.shape(cache)[2], cache_update_index, causal
+            )
+            causal = False  # Folded into `positions`, which knows the query's offset.
+        mask = combine_masks(query_mask, value_mask, key_mask, attention_mask, positions)
         result = grouped_attention(
             self._query_dense(query),  # (b, t, u, h)
-            self._key_dense(key),  # (b, s, k, h)
-            self._value_dense(value),  # (b, s, k, h)
+            key,
+            value,
             mask=mask,
-            causal=bool(use_causal_mask),
+            causal=causal,
             return_scores=return_attention_scores,
             dropout=self.dropout,
             training=training,
@@ -197,8 +229,30 @@ class GroupQueryAttention(keras.layers.Layer):
         )
         if return_attention_scores:
             output, scores = result
-            return self._output_dense(output), scores  # (b, t, m), (b, u, t, s)
-        return self._output_dense(result)  # (b, t, m)
+            outputs = (self._output_dense(output), scores)  # (b, t, m), (b, u, t, s)
+        else:
+            outputs = (self._output_dense(result),)  # (b, t, m)
+        if cache is not None:
+            outputs += (cache,)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def empty_cache(self, batch_size, max_length, dtype=None):
+        """A zero key/value cache for this layer, for decoding.
+
+        Args:
+            batch_size: Batch size of the queries that will use it.
+            max_length: Number of positions it holds.
+            dtype: Defaults to the layer's compute dtype (float16 under
+                `"mixed_float16"`).
+
+        Returns:
+            A zero tensor `(batch_size, 2, max_length, num_key_value_heads,
+            head_dim)`: keys in `[:, 0]`, values in `[:, 1]`.
+        """
+        return kv_cache.empty_cache(
+            batch_size, max_length, self.num_key_value_heads, self.head_dim,
+            dtype or self.compute_dtype,
+        )
 
     def _projection(self, name, equation, output_shape, bias_axes):
         return EinsumDense(
@@ -233,11 +287,18 @@ class GroupQueryAttention(keras.layers.Layer):
                 config["seed"] = base + offset
         return initializer.__class__.from_config(config)
 
-    def _check_inputs(self, query, value, key, query_mask, value_mask, key_mask, attention_mask):
+    def _check_inputs(
+        self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
+        cache=None, cache_update_index=None,
+    ):
         validation.input_shapes(
-            query.shape, value.shape, key.shape, getattr(self, "_built_dims", None)
+            *validation.tensor_shapes(query, value, key), getattr(self, "_built_dims", None)
         )
         batch, target, source = query.shape[0], query.shape[1], value.shape[1]
+        if cache is not None:
+            kv_cache.check(cache.shape, cache_update_index, query.shape,
+                           self.num_key_value_heads, self.head_dim)
+            source = cache.shape[2]  # Keys and values are the cache's positions.
         for name, mask, expected in (
             ("query_mask", query_mask, (batch, target)),
             ("value_mask", value_mask, (batch, source)),
@@ -245,7 +306,7 @@ class GroupQueryAttention(keras.layers.Layer):
             ("attention_mask", attention_mask, (batch, target, source)),
         ):
             if mask is not None:
-                validation.mask_shape(name, ops.shape(mask), expected)
+                validation.mask(name, mask, expected)
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
@@ -267,15 +328,24 @@ class GroupQueryAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
         use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
     ):
         value = query if value is None else value
         key = value if key is None else key
-        self._check_inputs(query, value, key, query_mask, value_mask, key_mask, attention_mask)
-        output = keras.KerasTensor(query.shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        scores_shape = (query.shape[0], self.num_query_heads, query.shape[1], value.shape[1])
-        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        cache_update_index = kv_cache.update_index(cache_update_index)
+        self._check_inputs(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask,
+            cache, cache_update_index,
+        )
+        outputs = (keras.KerasTensor(query.shape, dtype=self.compute_dtype),)
+        if return_attention_scores:
+            source = value.shape[1] if cache is None else cache.shape[2]
+            scores_shape = (query.shape[0], self.num_query_heads, query.shape[1], source)
+            outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
+        if cache is not None:
+            outputs += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        return outputs if len(outputs) > 1 else outputs[0]
 
     def get_config(self):
         config = {

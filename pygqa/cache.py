@@ -1,0 +1,112 @@
+"""The key/value cache for incremental (autoregressive) decoding.
+
+The cache follows keras-hub's cached attention convention: one tensor of
+shape `(batch, 2, max_length, num_key_value_heads, head_dim)` holding the
+projected keys (`[:, 0]`) and values (`[:, 1]`). It is kept at key/value head
+width, so it is `num_query_heads / num_key_value_heads` times smaller than a
+multi-head cache: that saving is the point of grouped query attention.
+
+A call with `cache` and `cache_update_index=i` projects the new key/value
+positions, writes them at positions `i, i + 1, ...` and attends over the whole
+cache; positions from `i + T` on hold nothing yet and are masked. With a
+causal mask, query row `r` sits at position `i + r` and sees keys up to it, so
+decoding one position at a time gives the same outputs as one causal call over
+the whole sequence. Everything has a fixed size and the index may be a tensor,
+so a decoding step compiles once under `jax.jit` / `tf.function`.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from pygqa import validation
+
+
+def empty_cache(batch_size, max_length, num_key_value_heads, head_dim, dtype=None):
+    """A zero cache `(batch_size, 2, max_length, num_key_value_heads, head_dim)`."""
+    shape = (
+        validation.positive_int("batch_size", batch_size),
+        2,
+        validation.positive_int("max_length", max_length),
+        validation.positive_int("num_key_value_heads", num_key_value_heads),
+        validation.positive_int("head_dim", head_dim),
+    )
+    return ops.zeros(shape, dtype=dtype or keras.config.floatx())
+
+
+def update_index(value):
+    """`cache_update_index` as a Python int or an integer scalar tensor, or None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(_invalid_index(value))
+    if isinstance(value, numbers.Real):
+        if not float(value).is_integer() or value < 0:
+            raise ValueError(_invalid_index(value))
+        return int(value)
+    if not hasattr(value, "shape") or len(value.shape) != 0:
+        raise TypeError(_invalid_index(value))
+    if "int" not in keras.backend.standardize_dtype(value.dtype):
+        raise TypeError(_invalid_index(value))
+    return value
+
+
+def _invalid_index(value):
+    shown = f"tensor of shape {tuple(value.shape)}" if hasattr(value, "shape") else repr(value)
+    return (
+        "Received an invalid value for `cache_update_index`: expected None or a "
+        "non-negative integer (a Python int or an integer scalar tensor), the number of "
+        f"positions already in the cache. Received: cache_update_index={shown}"
+    )
+
+
+def check(cache_shape, cache_update_index, query_shape, num_key_value_heads, head_dim):
+    """Checks the cache's shape and that the new positions fit in it."""
+    expected = (query_shape[0], 2, None, num_key_value_heads, head_dim)
+    shape = tuple(None if d is None else int(d) for d in cache_shape)
+    if len(shape) != 5 or not all(
+        a is None or b is None or a == b for a, b in zip(shape, expected)
+    ):
+        raise ValueError(
+            "Received an invalid value for `cache`: expected a tensor of shape "
+            "(batch, 2, max_length, num_key_value_heads, head_dim) = "
+            f"({query_shape[0]}, 2, max_length, {num_key_value_heads}, {head_dim}). "
+            f"Received: cache.shape={shape}"
+        )
+    target, max_length = query_shape[1], shape[2]
+    if (
+        isinstance(cache_update_index, int)
+        and None not in (target, max_length)
+        and cache_update_index + target > max_length
+    ):
+        raise ValueError(
+            "Received an invalid value for `cache_update_index`: the new positions "
+            f"({target} from index {cache_update_index}) must fit in the cache's "
+            f"max_length {max_length}. Received: cache_update_index={cache_update_index}"
+        )
+
+
+def write(cache, key, value, cache_update_index):
+    """Writes key/value (b, T, k, h) at `cache_update_index`; returns the new cache."""
+    update = ops.stack([key, value], axis=1)  # (b, 2, T, k, h)
+    update = ops.cast(update, cache.dtype)
+    # One write into the whole cache, instead of two writes and a stack copy.
+    return ops.slice_update(cache, (0, 0, cache_update_index, 0, 0), update)
+
+
+def positions_mask(target_length, max_length, cache_update_index, causal):
+    """(T, max_length) boolean mask of the cache positions each new row may see.
+
+    Without an index (a cache only read) every position is open, and a causal
+    mask is top-left aligned, as in a call without cache.
+    """
+    rows = ops.expand_dims(ops.arange(target_length), 1)  # (T, 1)
+    cols = ops.expand_dims(ops.arange(max_length), 0)  # (1, L)
+    if cache_update_index is None:
+        return ops.greater_equal(rows, cols) if causal else None
+    start = ops.cast(cache_update_index, "int32")
+    if causal:
+        return ops.less_equal(cols, rows + start)  # key position <= query position
+    return ops.less(cols, start + target_length)  # only positions written so far

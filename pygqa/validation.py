@@ -7,6 +7,7 @@ received, so that the same words reach Python and R users.
 import numbers
 
 import numpy as np
+from keras.backend import standardize_dtype
 
 
 def _invalid(name, expected, received):
@@ -127,3 +128,60 @@ def mask_shape(name, shape, expected):
             f"Received an invalid value for `{name}`: expected a boolean mask of shape "
             f"{_dims(expected)}. Received: {name}.shape={_dims(shape)}"
         )
+
+
+def _dtype_name(x):
+    """The Keras name of `x`'s dtype, or numpy's spelling where Keras has none (strings)."""
+    try:
+        return standardize_dtype(x.dtype)
+    except ValueError:
+        return str(x.dtype)
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _array_like(name, x, expected):
+    """Raises a TypeError unless `x` is a tensor or array (something with shape and dtype)."""
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(
+            f"Received an invalid value for `{name}`: expected {expected}. "
+            f"Received: {name}={_short(x)} of type {type(x).__name__}"
+        )
+
+
+def tensor_shapes(query, value, key):
+    """Checks that query, value and key are floating-point tensors; returns their shapes.
+
+    Integer, boolean, complex and string inputs would otherwise fail deep in a
+    backend (torch refuses int64 in matmuls, TensorFlow complex in softmax).
+    """
+    for name, x in (("query", query), ("value", value), ("key", key)):
+        _array_like(name, x, "a floating-point tensor or array of rank 3")
+        dtype = _dtype_name(x)
+        if not (dtype.startswith("float") or dtype == "bfloat16"):
+            raise TypeError(
+                f"Received an invalid value for `{name}`: expected a floating-point tensor "
+                f"(cast it with e.g. `{name}.astype('float32')`). Received: {name}.dtype={dtype}"
+            )
+    return query.shape, value.shape, key.shape
+
+
+def mask(name, value, expected):
+    """Checks a mask's type, dtype and shape against `expected` (a tuple that may hold None).
+
+    Boolean masks, and integer masks read as nonzero = attend (what Keras does),
+    are accepted. Float masks are refused: many libraries use additive float
+    masks (0 to keep, -inf or -1e9 to drop), which a cast to bool would invert.
+    """
+    _array_like(name, value, "a boolean tensor or array")
+    dtype = _dtype_name(value)
+    if dtype != "bool" and not dtype.startswith(("int", "uint")):
+        raise TypeError(
+            f"Received an invalid value for `{name}`: expected a boolean mask (True = attend) or "
+            f"integers (nonzero = attend); a float mask may be additive, so convert it "
+            f"explicitly, e.g. `{name} != 0`. Received: {name}.dtype={dtype}"
+        )
+    mask_shape(name, tuple(value.shape), expected)

@@ -4,10 +4,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pygqa.compose import layer_group_query_attention
 from pygqa.layer import GroupQueryAttention
+from pygqa.saving import load_model
 
 try:
     __version__ = version("pygqa")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["GroupQueryAttention", "layer_group_query_attention", "__version__"]
+__all__ = ["GroupQueryAttention", "layer_group_query_attention", "load_model", "__version__"]

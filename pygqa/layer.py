@@ -5,7 +5,7 @@ from keras import constraints, initializers, ops, regularizers
 from keras.layers import EinsumDense
 
 from pygqa import cache as kv_cache
-from pygqa import validation
+from pygqa import saving, validation
 from pygqa.attention import combine_masks, grouped_attention
 
 # Keyword arguments accepted through **kwargs: the base layer's options and the seed.
@@ -364,3 +364,11 @@ class GroupQueryAttention(keras.layers.Layer):
             "seed": self.seed,
         }
         return {**super().get_config(), **config}
+            # Which pygqa wrote the config; from_config refuses incompatible versions.
+            saving.VERSION_KEY: saving.installed_version(),
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        saving.check_version(config.pop(saving.VERSION_KEY, None))
+        return super().from_config(config)

@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from pygqa.compose import layer_group_query_attention
+from pygqa.conversion import from_keras, from_multi_head_attention, to_keras
 from pygqa.layer import GroupQueryAttention
 from pygqa.saving import load_model
 
@@ -11,4 +12,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["GroupQueryAttention", "layer_group_query_attention", "load_model", "__version__"]
+__all__ = [
+    "GroupQueryAttention",
+    "layer_group_query_attention",
+    "load_model",
+    "from_multi_head_attention",
+    "from_keras",
+    "to_keras",
+    "__version__",
+]

@@ -62,8 +62,9 @@ def _invalid_index(value):
     )
 
 
-def check(cache_shape, cache_update_index, query_shape, num_key_value_heads, head_dim):
-    """Checks the cache's shape and that the new positions fit in it."""
+def check(cache_shape, cache_update_index, query_shape, value_shape, num_key_value_heads,
+          head_dim):
+    """Checks the cache's shape and that the new positions (value's) fit in it."""
     expected = (query_shape[0], 2, None, num_key_value_heads, head_dim)
     shape = tuple(None if d is None else int(d) for d in cache_shape)
     if len(shape) != 5 or not all(
@@ -75,15 +76,15 @@ def check(cache_shape, cache_update_index, query_shape, num_key_value_heads, hea
             f"({query_shape[0]}, 2, max_length, {num_key_value_heads}, {head_dim}). "
             f"Received: cache.shape={shape}"
         )
-    target, max_length = query_shape[1], shape[2]
+    new, max_length = value_shape[1], shape[2]
     if (
         isinstance(cache_update_index, int)
-        and None not in (target, max_length)
-        and cache_update_index + target > max_length
+        and None not in (new, max_length)
+        and cache_update_index + new > max_length
     ):
         raise ValueError(
             "Received an invalid value for `cache_update_index`: the new positions "
-            f"({target} from index {cache_update_index}) must fit in the cache's "
+            f"({new} from index {cache_update_index}) must fit in the cache's "
             f"max_length {max_length}. Received: cache_update_index={cache_update_index}"
         )
 
@@ -96,11 +97,13 @@ def write(cache, key, value, cache_update_index):
     return ops.slice_update(cache, (0, 0, cache_update_index, 0, 0), update)
 
 
-def positions_mask(target_length, max_length, cache_update_index, causal):
-    """(T, max_length) boolean mask of the cache positions each new row may see.
+def positions_mask(target_length, new_length, max_length, cache_update_index, causal):
+    """(T, max_length) boolean mask of the cache positions each query row may see.
 
-    Without an index (a cache only read) every position is open, and a causal
-    mask is top-left aligned, as in a call without cache.
+    `new_length` positions were just written at `cache_update_index`; the ones
+    after them hold nothing yet. Causal: query row `r` is position
+    `cache_update_index + r`. Without an index (a cache only read) every
+    position is open, and a causal mask is top-left aligned, as without cache.
     """
     rows = ops.expand_dims(ops.arange(target_length), 1)  # (T, 1)
     cols = ops.expand_dims(ops.arange(max_length), 0)  # (1, L)
@@ -109,4 +112,4 @@ def positions_mask(target_length, max_length, cache_update_index, causal):
     start = ops.cast(cache_update_index, "int32")
     if causal:
         return ops.less_equal(cols, rows + start)  # key position <= query position
-    return ops.less(cols, start + target_length)  # only positions written so far
+    return ops.less(cols, start + new_length)  # only positions written so far

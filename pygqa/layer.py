@@ -205,6 +205,7 @@ class GroupQueryAttention(keras.layers.Layer):
             key, value = self._key_dense(key), self._value_dense(value)  # (b, s, k, h)
             positions = None  # The causal mask stays a flag: kernels have a causal mode.
         else:
+            new_length = ops.shape(value)[1]
             if cache_update_index is not None:
                 cache = kv_cache.write(
                     cache, self._key_dense(key), self._value_dense(value), cache_update_index
@@ -212,7 +213,8 @@ class GroupQueryAttention(keras.layers.Layer):
             # (b, L, k, h), in the compute dtype whatever dtype the cache was made in.
             key, value = (ops.cast(cache[:, i], self.compute_dtype) for i in (0, 1))
             positions = kv_cache.positions_mask(
-                ops.shape(query)[1], ops.shape(cache)[2], cache_update_index, causal
+                ops.shape(query)[1], new_length, ops.shape(cache)[2],
+                cache_update_index, causal,
             )
             causal = False  # Folded into `positions`, which knows the query's offset.
         mask = combine_masks(query_mask, value_mask, key_mask, attention_mask, positions)
@@ -296,7 +298,7 @@ class GroupQueryAttention(keras.layers.Layer):
         )
         batch, target, source = query.shape[0], query.shape[1], value.shape[1]
         if cache is not None:
-            kv_cache.check(cache.shape, cache_update_index, query.shape,
+            kv_cache.check(cache.shape, cache_update_index, query.shape, value.shape,
                            self.num_key_value_heads, self.head_dim)
             source = cache.shape[2]  # Keys and values are the cache's positions.
         for name, mask, expected in (
@@ -362,10 +364,10 @@ class GroupQueryAttention(keras.layers.Layer):
             "kernel_constraint": constraints.serialize(self.kernel_constraint),
             "bias_constraint": constraints.serialize(self.bias_constraint),
             "seed": self.seed,
-        }
-        return {**super().get_config(), **config}
             # Which pygqa wrote the config; from_config refuses incompatible versions.
             saving.VERSION_KEY: saving.installed_version(),
+        }
+        return {**super().get_config(), **config}
 
     @classmethod
     def from_config(cls, config):

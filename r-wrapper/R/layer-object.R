@@ -22,13 +22,22 @@ call_layer <- function(py_layer, query, value = NULL, key = NULL, ..., .call = N
   for (name in intersect(names(extra), mask_arguments)) {
     if (!is.null(extra[[name]])) extra[[name]] <- as_py_mask(extra[[name]], name, .call)
   }
+  if (!is.null(extra$cache)) extra$cache <- as_py_input(extra$cache)
+  if (is.numeric(extra$cache_update_index) && !is.object(extra$cache_update_index)) {
+    # A count of positions, so 0 for the first call, as in Python.
+    extra$cache_update_index <- as_whole_number(extra$cache_update_index,
+                                                "cache_update_index", min = 0L, .call)
+  }
   # Build the list with NULLs kept: value = NULL means self-attention in Python.
   args <- c(list(query = as_py_input(query), value = as_py_input(value),
                  key = as_py_input(key)), extra)
   out <- with_python_errors(do.call(py_layer, args), .call)
-  if (isTRUE(extra$return_attention_scores)) {
+  output_names <- c("attention_output",
+                    if (isTRUE(extra$return_attention_scores)) "attention_scores",
+                    if (!is.null(extra$cache)) "cache")
+  if (length(output_names) > 1L) {
     out <- as.list(out)
-    names(out) <- c("attention_output", "attention_scores")
+    names(out) <- output_names
   }
   out
 }

@@ -47,6 +47,17 @@
 #'   not.
 #' - `use_causal_mask`: if `TRUE`, position `t` only attends to positions up
 #'   to `t` (a lower-triangular mask, aligned at the first position).
+#' - `cache`: a key/value cache for decoding one step at a time, of shape
+#'   `(batch, 2, max_length, num_key_value_heads, head_dim)`; make an empty one
+#'   with `layer$empty_cache(batch_size, max_length)`. The call then returns a
+#'   list with `attention_output` and the updated `cache` (and
+#'   `attention_scores` between them when requested). Masks on keys then have
+#'   length `max_length`.
+#' - `cache_update_index`: how many positions the cache already holds (`0` for
+#'   the first call: a count, so the same number as in Python). The new keys
+#'   and values are written after them, later positions are masked, and with
+#'   `use_causal_mask = TRUE` query row `r` is position
+#'   `cache_update_index + r`. `NULL` only reads the cache.
 #'
 #' Further Python call arguments may be given by name in `...`. Outputs are
 #' backend tensors; `as.array()` and `dim()` work on them with every backend.
@@ -107,6 +118,15 @@
 #' v <- array(runif(2 * 5 * 8), dim = c(2, 5, 8))
 #' res <- gqa(x, v, use_causal_mask = TRUE, return_attention_scores = TRUE)
 #' dim(as.array(res$attention_scores))
+#'
+#' # Decoding one position at a time with a key/value cache.
+#' cache <- gqa$empty_cache(2, 5)
+#' for (i in 1:5) {
+#'   step <- gqa(x[, i, , drop = FALSE], cache = cache, cache_update_index = i - 1,
+#'               use_causal_mask = TRUE)
+#'   cache <- step$cache
+#' }
+#' dim(as.array(step$attention_output))
 #'
 #' # In a sequential model.
 #' model <- keras$Sequential(list(keras$Input(shape = c(5L, 8L))))

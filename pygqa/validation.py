@@ -97,9 +97,10 @@ def input_shapes(query_shape, value_shape, key_shape, built_dims=None):
                 f"Received an invalid value for `{name}`: expected a tensor of rank 3 "
                 f"(batch, sequence_length, features). Received: {name}.shape={_dims(shape)}"
             )
-        if shape[-1] == 0 or shape[1] == 0:
+        # An empty batch is refused too: some backends cannot reshape 0 elements.
+        if 0 in tuple(shape):
             raise ValueError(
-                f"Received an invalid value for `{name}`: expected a non-empty sequence "
+                f"Received an invalid value for `{name}`: expected a non-empty batch, sequence "
                 f"and feature axis. Received: {name}.shape={_dims(shape)}"
             )
     if not (_same(value_shape[0], key_shape[0]) and _same(value_shape[1], key_shape[1])):

@@ -2,6 +2,7 @@
 
 import re
 
+import keras
 import numpy as np
 import pytest
 
@@ -33,6 +34,17 @@ CONSTRUCTOR_ERRORS = [
     ("unknown-kwarg", dict(sliding_window=4), TypeError, "unknown keyword.*sliding_window=4"),
     ("unknown-kwargs", dict(foo=1, bar=2), TypeError, "bar, foo"),
     ("bad-initializer", dict(kernel_initializer="nope"), ValueError, "nope"),
+    ("head_dim-inf", dict(head_dim=float("inf")), ValueError, "`head_dim`.*head_dim=inf"),
+    ("query_heads-none", dict(num_query_heads=None), TypeError, "num_query_heads=None"),
+    ("query_heads-string", dict(num_query_heads="4"), TypeError, "num_query_heads='4'"),
+    ("kv_heads-none", dict(num_key_value_heads=None), TypeError, "num_key_value_heads=None"),
+    ("kv_heads-float", dict(num_key_value_heads=1.5), ValueError, "num_key_value_heads=1.5"),
+    ("dropout-none", dict(dropout=None), TypeError, "`dropout`.*dropout=None"),
+    ("dropout-nan", dict(dropout=float("nan")), ValueError, "`dropout`.*dropout=nan"),
+    ("use_bias-none", dict(use_bias=None), TypeError, "`use_bias`.*use_bias=None"),
+    ("use_bias-int", dict(use_bias=1), TypeError, "`use_bias`.*use_bias=1"),
+    ("seed-bool", dict(seed=True), TypeError, "`seed`.*seed=True"),
+    ("seed-nan", dict(seed=float("nan")), ValueError, "`seed`.*seed=nan"),
 ]
 
 
@@ -58,28 +70,76 @@ def _x(*shape):
     return np.zeros(shape, dtype="float32")
 
 
+V = ValueError
+T = TypeError
 CALL_ERRORS = [
-    ("query-rank2", dict(query=_x(2, 8)), "`query`.*rank 3.*query.shape=\\(2, 8\\)"),
-    ("value-rank4", dict(value=_x(2, 5, 8, 1)), "`value`.*rank 3"),
-    ("key-value-length", dict(key=_x(2, 6, 8)), "`key` and `value`.*key.shape=\\(2, 6, 8\\)"),
-    ("key-value-batch", dict(key=_x(3, 5, 8)), "`key` and `value`"),
-    ("query-value-batch", dict(value=_x(3, 5, 8), key=_x(3, 5, 8)), "`query` and `value`"),
-    ("empty-sequence", dict(query=_x(2, 0, 8)), "non-empty.*query.shape=\\(2, 0, 8\\)"),
-    ("query_mask-shape", dict(query_mask=np.ones((2, 5), bool)), "`query_mask`.*\\(2, 7\\)"),
-    ("value_mask-shape", dict(value_mask=np.ones((2, 7), bool)), "`value_mask`.*\\(2, 5\\)"),
-    ("key_mask-rank", dict(key_mask=np.ones((2, 5, 1), bool)), "`key_mask`"),
-    ("attention_mask-shape", dict(attention_mask=np.ones((2, 5, 7), bool)),
+    ("query-rank2", dict(query=_x(2, 8)), V, "`query`.*rank 3.*query.shape=\\(2, 8\\)"),
+    ("value-rank4", dict(value=_x(2, 5, 8, 1)), V, "`value`.*rank 3"),
+    ("key-value-length", dict(key=_x(2, 6, 8)), V, "`key` and `value`.*key.shape=\\(2, 6, 8\\)"),
+    ("key-value-batch", dict(key=_x(3, 5, 8)), V, "`key` and `value`"),
+    ("query-value-batch", dict(value=_x(3, 5, 8), key=_x(3, 5, 8)), V, "`query` and `value`"),
+    ("empty-sequence", dict(query=_x(2, 0, 8)), V, "non-empty.*query.shape=\\(2, 0, 8\\)"),
+    ("empty-batch", dict(query=_x(0, 7, 8), value=_x(0, 5, 8), key=_x(0, 5, 8)), V,
+     "non-empty batch.*query.shape=\\(0, 7, 8\\)"),
+    ("empty-features", dict(value=_x(2, 5, 0), key=_x(2, 5, 0)), V, "value.shape=\\(2, 5, 0\\)"),
+    ("empty-array", dict(query=_x(0)), V, "`query`.*rank 3.*query.shape=\\(0,\\)"),
+    ("query-none", dict(query=None), T, "`query`.*query=None of type NoneType"),
+    ("query-string", dict(query="abc"), T, "`query`.*floating-point.*query='abc' of type str"),
+    ("query-integer", dict(query=_x(2, 7, 8).astype("int32")), T,
+     "`query`.*floating-point.*query.dtype=int32"),
+    ("value-bool", dict(value=_x(2, 5, 8).astype(bool)), T, "`value`.*value.dtype=bool"),
+    ("key-complex", dict(key=_x(2, 5, 8).astype("complex64")), T, "`key`.*key.dtype=complex64"),
+    ("query_mask-shape", dict(query_mask=np.ones((2, 5), bool)), V, "`query_mask`.*\\(2, 7\\)"),
+    ("value_mask-shape", dict(value_mask=np.ones((2, 7), bool)), V, "`value_mask`.*\\(2, 5\\)"),
+    ("key_mask-rank", dict(key_mask=np.ones((2, 5, 1), bool)), V, "`key_mask`"),
+    ("attention_mask-shape", dict(attention_mask=np.ones((2, 5, 7), bool)), V,
      "`attention_mask`.*\\(2, 7, 5\\).*\\(2, 5, 7\\)"),
+    ("attention_mask-float", dict(attention_mask=np.ones((2, 7, 5), "float32")), T,
+     "`attention_mask`.*boolean.*attention_mask.dtype=float32"),
+    ("key_mask-float64", dict(key_mask=np.zeros((2, 5))), T, "`key_mask`.*key_mask.dtype=float"),
+    ("query_mask-list", dict(query_mask=[[True] * 7] * 2), T, "`query_mask`.*of type list"),
+    ("value_mask-string", dict(value_mask="yes"), T, "`value_mask`.*value_mask='yes' of type str"),
+    ("unknown-call-keyword", dict(foo=1), T, "unexpected keyword argument 'foo'"),
 ]
 
 
-@pytest.mark.parametrize("override, message", [c[1:] for c in CALL_ERRORS],
-                         ids=[c[0] for c in CALL_ERRORS])
-def test_call_rejects(override, message):
+# A layer that was never built cannot see a query that is not a tensor: Keras
+# fails first, in its automatic build ("build() missing 1 required positional
+# argument: 'query_shape'"). Those rows run on a built layer only.
+NEEDS_BUILT = {"query-none", "query-string"}
+CALL_CASES = [pytest.param(*c[1:], built, id=f"{c[0]}-{'built' if built else 'fresh'}")
+              for c in CALL_ERRORS for built in (False, True)
+              if built or c[0] not in NEEDS_BUILT]
+
+
+@pytest.mark.parametrize("override, error, message, built", CALL_CASES)
+def test_call_rejects(override, error, message, built):
     layer = pygqa.GroupQueryAttention(4, 4, 2)
     args = dict(query=_x(2, 7, 8), value=_x(2, 5, 8), key=_x(2, 5, 8))
-    with pytest.raises(ValueError, match=message):
+    if built:
+        layer(**args)
+    with pytest.raises(error, match=message):
         layer(**{**args, **override})
+
+
+def test_the_bad_input_table_has_at_least_30_entries():
+    assert len(CONSTRUCTOR_ERRORS) + len(CALL_ERRORS) >= 30
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "int64"])
+def test_integer_masks_mean_nonzero_is_attend(dtype, rng):
+    layer = pygqa.GroupQueryAttention(4, 4, 2)
+    q = rng.normal(size=(2, 7, 8)).astype("float32")
+    v = rng.normal(size=(2, 5, 8)).astype("float32")
+    layer(q, v)
+    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+    mask = rng.random((2, 7, 5)) < 0.5
+    mask[0, 0] = False
+    as_bool = keras.ops.convert_to_numpy(layer(q, v, attention_mask=mask))
+    as_int = keras.ops.convert_to_numpy(layer(q, v, attention_mask=(mask * 3).astype(dtype)))
+    np.testing.assert_array_equal(as_int, as_bool)
+    all_true = keras.ops.convert_to_numpy(layer(q, v))
+    assert not np.allclose(as_bool, all_true)  # the mask did something
 
 
 def test_call_after_build_rejects_other_feature_dims():
@@ -90,8 +150,6 @@ def test_call_after_build_rejects_other_feature_dims():
 
 
 def test_symbolic_and_eager_calls_accept_the_same_feature_dims():
-    import keras
-
     query, value = keras.Input((7, 16)), keras.Input((5, 24))
     out = pygqa.GroupQueryAttention(4, 4, 2)(query, value)
     assert tuple(out.shape) == (None, 7, 16)

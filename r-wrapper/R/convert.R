@@ -67,6 +67,12 @@ tensor_classes <- c(
 # tensors and copies them to the CPU). NumPy then converts with R's indices.
 tensor_to_r <- function(x, ...) {
   numpy <- with_python_errors(keras$ops$convert_to_numpy(x))
+  if (inherits(numpy, "python.builtin.object") &&
+      reticulate::py_to_r(numpy$dtype$name) %in% c("bfloat16", "float16")) {
+    # Half-precision outputs (mixed precision policies): R has no such type,
+    # and reticulate cannot convert bfloat16 at all; float32 holds them exactly.
+    numpy <- numpy$astype("float32")
+  }
   if (inherits(numpy, "python.builtin.object")) reticulate::py_to_r(numpy) else numpy
 }
 

@@ -1,9 +1,13 @@
 """Config round trips, .keras files and weights files."""
 
 import inspect
+import json
+import re
+import zipfile
 
 import keras
 import numpy as np
+import pytest
 from helpers import to_numpy
 
 import pygqa
@@ -81,3 +85,154 @@ def test_output_shape_and_spec_for_functional_models():
     assert tuple(out.shape) == (None, 7, 16)
     assert tuple(scores.shape) == (None, 4, 7, 9)
     assert layer.compute_output_shape((None, 7, 16), (None, 9, 12)) == (None, 7, 16)
+
+
+# --- integrity: bit-identical weights, versions, damaged files ---------------------------
+
+
+def _model_with_random_weights(kind, seed=0, use_bias=True):
+    """A small model around a pygqa layer, every weight random (so zeros cannot hide a loss)."""
+    rng = np.random.default_rng(seed)
+    layer = pygqa.GroupQueryAttention(3, 6, 2, use_bias=use_bias, name="gqa")
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((5, 7)), layer, keras.layers.Dense(2)])
+    else:  # functional cross-attention with two inputs
+        query, value = keras.Input((5, 7)), keras.Input((4, 9))
+        model = keras.Model([query, value], layer(query, value))
+    model.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])
+    return model
+
+
+def _weight_bytes(model):
+    return [(w.dtype.str, w.shape, w.tobytes()) for w in model.get_weights()]
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("loader", ["keras", "pygqa"])
+def test_saved_weights_come_back_bit_identical(kind, use_bias, loader, tmp_path):
+    model = _model_with_random_weights(kind, use_bias=use_bias)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    load = keras.saving.load_model if loader == "keras" else pygqa.load_model
+    loaded = load(path)
+    assert _weight_bytes(loaded) == _weight_bytes(model)
+    assert len(loaded.get_weights()) == len(model.get_weights())
+    # And a second round trip of the loaded model changes nothing either.
+    loaded.save(tmp_path / "again.keras")
+    assert _weight_bytes(load(tmp_path / "again.keras")) == _weight_bytes(model)
+
+
+def test_weights_file_is_bit_identical(tmp_path):
+    a, b = _model_with_random_weights("sequential", 1), _model_with_random_weights("sequential", 2)
+    assert _weight_bytes(a) != _weight_bytes(b)
+    a.save_weights(tmp_path / "m.weights.h5")
+    b.load_weights(tmp_path / "m.weights.h5")
+    assert _weight_bytes(b) == _weight_bytes(a)
+
+
+def test_config_records_the_installed_version():
+    config = pygqa.GroupQueryAttention(4, 4, 2).get_config()
+    assert config["pygqa_version"] == pygqa.__version__
+
+
+def _other_minor(version):
+    major, minor = version.split(".")[:2]
+    return f"{major}.{int(minor) + 1}.0"
+
+
+def test_from_config_checks_the_recorded_version():
+    config = pygqa.GroupQueryAttention(4, 4, 2).get_config()
+    major_minor = ".".join(pygqa.__version__.split(".")[:2])
+    # Same major.minor (another patch release) and no recorded version: accepted.
+    for accepted in (f"{major_minor}.99", None):
+        old = {k: v for k, v in config.items() if k != "pygqa_version"}
+        if accepted is not None:
+            old["pygqa_version"] = accepted
+        assert pygqa.GroupQueryAttention.from_config(old).get_config() == config
+    newer = _other_minor(pygqa.__version__)
+    with pytest.raises(ValueError, match=re.escape(f"pygqa_version='{newer}'")) as raised:
+        pygqa.GroupQueryAttention.from_config({**config, "pygqa_version": newer})
+    message = str(raised.value)
+    assert f"pygqa {major_minor}.x" in message and pygqa.__version__ in message
+    assert f"pip install 'pygqa=={newer.rsplit('.', 1)[0]}.*'" in message
+    with pytest.raises(ValueError, match="expected a version string.*pygqa_version=42"):
+        pygqa.GroupQueryAttention.from_config({**config, "pygqa_version": 42})
+
+
+def _rewrite_archive(source, target, edit):
+    """Copies a .keras zip, passing each member's bytes through edit(name, data)."""
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, edit(name, data))
+
+
+def _with_version(version):
+    def edit(name, data):
+        if name != "config.json":
+            return data
+        config = json.loads(data)
+        for layer in config["config"]["layers"]:
+            if "pygqa_version" in layer["config"]:
+                layer["config"]["pygqa_version"] = version
+        return json.dumps(config).encode()
+
+    return edit
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+@pytest.mark.parametrize("loader", ["keras", "pygqa"])
+def test_a_file_from_another_minor_version_is_refused(kind, loader, tmp_path):
+    model = _model_with_random_weights(kind)
+    model.save(tmp_path / "model.keras")
+    newer = _other_minor(pygqa.__version__)
+    _rewrite_archive(tmp_path / "model.keras", tmp_path / "newer.keras", _with_version(newer))
+    load = keras.saving.load_model if loader == "keras" else pygqa.load_model
+    # Keras passes from_config's ValueError through unchanged: users see our words.
+    with pytest.raises(ValueError, match=re.escape(f"pygqa_version='{newer}'")) as raised:
+        load(tmp_path / "newer.keras")
+    assert pygqa.__version__ in str(raised.value)
+
+
+def _truncate(name, data):
+    return data[: len(data) // 2] if name.endswith(".h5") else data
+
+
+def _cut_config(name, data):
+    return data[:40] if name == "config.json" else data
+
+
+def _damaged_files(tmp_path):
+    source = tmp_path / "good.keras"
+    _model_with_random_weights("sequential").save(source)
+    data = source.read_bytes()
+    (tmp_path / "truncated.keras").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.keras").write_bytes(b"not a model at all")
+    (tmp_path / "empty.keras").write_bytes(b"")
+    _rewrite_archive(source, tmp_path / "weights.keras", _truncate)
+    _rewrite_archive(source, tmp_path / "config.keras", _cut_config)
+    (tmp_path / "model.txt").write_bytes(data)
+
+
+DAMAGED = [
+    ("truncated", "truncated.keras", "damaged or truncated"),
+    ("not-a-zip", "text.keras", "not a zip archive"),
+    ("empty", "empty.keras", "not a zip archive"),
+    ("truncated-weights", "weights.keras", "failed to load"),
+    ("cut-config", "config.keras", "config.json"),
+    ("missing", "nowhere.keras", "does not exist"),
+    ("other-extension", "model.txt", "expected a path ending in `.keras`"),
+]
+
+
+@pytest.mark.parametrize("name, words", [d[1:] for d in DAMAGED], ids=[d[0] for d in DAMAGED])
+def test_damaged_files_give_a_clear_error(name, words, tmp_path):
+    _damaged_files(tmp_path)
+    path = str(tmp_path / name)
+    with pytest.raises(ValueError) as raised:
+        pygqa.load_model(path)
+    message = str(raised.value)
+    assert message.startswith("Received an invalid value for `filepath`")
+    assert f"filepath={path!r}" in message and words in message

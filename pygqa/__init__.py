@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pygqa.compose import layer_group_query_attention
 from pygqa.conversion import from_keras, from_multi_head_attention, to_keras
+from pygqa.distribution import layout_map
 from pygqa.layer import GroupQueryAttention
 from pygqa.saving import load_model
 
@@ -19,5 +20,6 @@ __all__ = [
     "from_multi_head_attention",
     "from_keras",
     "to_keras",
+    "layout_map",
     "__version__",
 ]

@@ -25,7 +25,8 @@ def _mha(rng, num_heads, key_dim, shape, use_bias=True, **kwargs):
     q, v, k = inputs(rng, batch=2, target=target, source=source, query_dim=query_dim,
                      value_dim=value_dim, key_dim=key_dim_in)
     mha = keras.layers.MultiHeadAttention(num_heads, key_dim, use_bias=use_bias, **kwargs)
-    mha(q, v, k)
+    # build(), not a call: Keras's fused path on jax cannot run key_dim != value_dim.
+    mha.build(q.shape, v.shape, k.shape)
     random_weights(mha, rng)
     return mha, (q, v, k)
 

@@ -17,10 +17,7 @@ import keras
 from keras import ops
 
 from pygqa import kernels
-
-# Logits of masked keys before the softmax. Their probabilities are zeroed
-# afterwards anyway; this value only keeps them out of each row's maximum.
-_MASKED_LOGIT = -1e9
+from pygqa.masks import MASKED_LOGIT, causal_mask, combine_masks
 
 
 def softmax(logits):
@@ -29,41 +26,6 @@ def softmax(logits):
     if logits.shape[-1] == 1:
         return ops.ones_like(logits)
     return ops.softmax(logits, axis=-1)
-
-
-def causal_mask(target_length, source_length):
-    """Lower-triangular (target, source) mask, aligned top-left when T != S."""
-    rows = ops.expand_dims(ops.arange(target_length), 1)
-    cols = ops.expand_dims(ops.arange(source_length), 0)
-    return ops.greater_equal(rows, cols)
-
-
-def combine_masks(
-    query_mask=None, value_mask=None, key_mask=None, attention_mask=None, causal=None
-):
-    """ANDs every mask given into one boolean (batch, T, S) mask, or None.
-
-    `causal` is an optional (T, S) mask. Query masks drop rows, value and key
-    masks drop columns; all of them are booleans where True means "attend".
-    """
-    combined = None
-
-    def _and(mask):
-        nonlocal combined
-        mask = ops.cast(mask, "bool")
-        combined = mask if combined is None else ops.logical_and(combined, mask)
-
-    if query_mask is not None:
-        _and(ops.expand_dims(query_mask, -1))  # (b, t, 1)
-    if value_mask is not None:
-        _and(ops.expand_dims(value_mask, -2))  # (b, 1, s)
-    if key_mask is not None:
-        _and(ops.expand_dims(key_mask, -2))  # (b, 1, s)
-    if attention_mask is not None:
-        _and(attention_mask)  # (b, t, s)
-    if causal is not None:
-        _and(ops.expand_dims(causal, 0))  # (1, t, s)
-    return combined
 
 
 def grouped_attention(
@@ -137,7 +99,7 @@ def attention_probabilities(query, key, mask):
     if mask is None:
         return softmax(logits)
     keep = ops.expand_dims(mask, 1)  # (b, 1, t, s)
-    logits = ops.where(keep, logits, ops.cast(_MASKED_LOGIT, logits.dtype))
+    logits = ops.where(keep, logits, ops.cast(MASKED_LOGIT, logits.dtype))
     probs = softmax(logits)
     return ops.where(keep, probs, ops.zeros_like(probs))
 

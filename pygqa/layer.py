@@ -6,7 +6,8 @@ from keras.layers import EinsumDense
 
 from pygqa import cache as kv_cache
 from pygqa import saving, validation
-from pygqa.attention import combine_masks, grouped_attention
+from pygqa.attention import grouped_attention
+from pygqa.masks import combine_masks
 
 # Keyword arguments accepted through **kwargs: the base layer's options and the seed.
 _BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")

@@ -26,10 +26,7 @@ import math
 from keras import ops
 
 from pygqa.attention import softmax
-
-# Logit given to masked keys. Finite, so a row's maximum stays finite; every
-# row reaching the kernel has at least one key (see masking.prepare).
-_MASKED = -1e30
+from pygqa.masks import MASKED_LOGIT
 
 # Target size of one block's logits in elements (16 MiB in float32), and how
 # many key-length buckets a causal call is split into: with n buckets the
@@ -124,7 +121,7 @@ class Layout:
             return logits
         shape = ops.shape(logits)
         grouped = ops.reshape(logits, (-1, self.kv_heads, self.group, self.plan.rows, keys))
-        grouped = ops.where(keep, grouped, ops.cast(_MASKED, logits.dtype))
+        grouped = ops.where(keep, grouped, ops.cast(MASKED_LOGIT, logits.dtype))
         return ops.reshape(grouped, shape)
 
 

@@ -2,6 +2,8 @@
 
 from keras import ops
 
+from pygqa.masks import causal_mask, combine_masks
+
 
 def open_empty_rows(mask):
     """Returns (mask with empty rows set all-True, (b, t) indicator of non-empty rows).
@@ -20,8 +22,6 @@ def zero_empty_rows(output, has_key):
 
 
 def with_causal(mask, target_length, source_length):
-    from pygqa.attention import causal_mask, combine_masks
-
     return combine_masks(attention_mask=mask, causal=causal_mask(target_length, source_length))
 
 

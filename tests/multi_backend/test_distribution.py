@@ -53,10 +53,13 @@ def test_same_numbers_as_one_device(run, name, u, v, what):
     for key in keys:
         np.testing.assert_allclose(arrays[f"{name}/{key}"], arrays[f"{single}/{key}"],
                                    atol=ATOL, rtol=RTOL, err_msg=key)
-    # The step did change every weight, so equal trained weights mean equal gradients.
+    # The step changed the weights, so equal trained weights mean equal gradients.
+    # Not the key bias: it adds q.b_k to every logit of a row, which softmax
+    # ignores, so its gradient is zero.
     if what == "trained_weights":
         for i, initial in enumerate(initial_data(u, v)[0]):
-            assert np.max(np.abs(arrays[f"{single}/trained_w{i}"] - initial)) > 1e-4, i
+            changed = np.max(np.abs(arrays[f"{single}/trained_w{i}"] - initial))
+            assert changed < 1e-7 if i == 3 else changed > 1e-4, (i, changed)
 
 
 # Expected per-variable (spec, shard shape) for ModelParallel, written out.

@@ -17,7 +17,32 @@ as_whole_number <- function(value, argument, min = 1L, call = sys.call(-1L)) {
 # The constructor arguments that are sizes or seeds and so must be integers.
 integer_arguments <- c(head_dim = 1L, num_query_heads = 1L, num_key_value_heads = 1L, seed = 0L)
 
+# What each constructor argument expects, for the NA error below.
+expected_values <- c(
+  dropout = "a number in [0, 1)", use_bias = "TRUE or FALSE",
+  kernel_initializer = "an initializer name or object",
+  bias_initializer = "an initializer name or object",
+  kernel_regularizer = "NULL or a regularizer", bias_regularizer = "NULL or a regularizer",
+  activity_regularizer = "NULL or a regularizer", kernel_constraint = "NULL or a constraint",
+  bias_constraint = "NULL or a constraint", name = "a string", dtype = "a dtype name or policy",
+  trainable = "TRUE or FALSE", autocast = "TRUE or FALSE"
+)
+
+# NA has no meaning for any argument, and reticulate would turn a logical NA
+# into Python's True (use_bias = NA would silently mean TRUE): refused in R.
+check_no_na <- function(args, call) {
+  for (name in names(args)) {
+    value <- args[[name]]
+    if (is.atomic(value) && !is.object(value) && length(value) > 0L && anyNA(value)) {
+      expected <- if (name %in% names(expected_values)) expected_values[[name]] else "a value"
+      stop_argument(name, value, paste(expected, "(NA is not allowed)"), call)
+    }
+  }
+  invisible(args)
+}
+
 coerce_integer_arguments <- function(args, call) {
+  check_no_na(args[setdiff(names(args), names(integer_arguments))], call)
   for (name in intersect(names(args), names(integer_arguments))) {
     if (name == "seed" && is.null(args[[name]])) next
     args[[name]] <- as_whole_number(args[[name]], name, integer_arguments[[name]], call)
@@ -28,21 +53,44 @@ coerce_integer_arguments <- function(args, call) {
 # R arrays become float32 NumPy arrays (C order, same element at the same
 # index), so the layer does not build float64 copies on every backend. Python
 # objects (tensors, NumPy arrays, Keras inputs) pass through untouched.
-as_py_input <- function(x) {
+# NA is refused: it would become NaN and spread to every output it touches.
+# Characters are refused here, with R's spelling of the value.
+as_py_input <- function(x, argument = input_name(substitute(x)), call = NULL) {
   if (is.null(x) || inherits(x, "python.builtin.object")) {
     return(x)
   }
   if (is.numeric(x) || is.logical(x)) {
+    if (anyNA(x)) {
+      stop_argument(argument, x, "a numeric array without NA (NA would become NaN)", call)
+    }
     return(reticulate::np_array(x, dtype = "float32", order = "C"))
+  }
+  if (is.character(x) || is.factor(x)) {
+    stop_argument(argument, x, "a numeric array or a tensor", call)
   }
   x
 }
 
+# The argument's name for messages: `query` from as_py_input(query), `cache`
+# from as_py_input(extra$cache).
+input_name <- function(expr) {
+  if (is.symbol(expr)) return(as.character(expr))
+  if (is.call(expr) && identical(expr[[1L]], as.name("$"))) return(as.character(expr[[3L]]))
+  "input"
+}
+
 # Masks are boolean in Keras; an R logical array (or 0/1 numbers) becomes a
-# NumPy bool array. NA has no meaning in a mask, so it is refused.
+# NumPy bool array. NA has no meaning in a mask, so it is refused, and so are
+# numbers other than 0 and 1: an additive mask (0 = keep, -Inf = drop) read
+# as "nonzero = attend" would be inverted without a word.
 as_py_mask <- function(x, argument, call = NULL) {
   if (is.null(x) || inherits(x, "python.builtin.object")) {
     return(x)
+  }
+  if (is.numeric(x) && !anyNA(x) && !all(x == 0 | x == 1)) {
+    stop_argument(argument, x, paste(
+      "a logical array, or numbers 0 and 1 only (for an additive mask of 0 and -Inf,",
+      "pass `mask == 0`)"), call)
   }
   if ((is.logical(x) || is.numeric(x)) && !anyNA(x)) {
     return(reticulate::np_array(x != 0, dtype = "bool", order = "C"))

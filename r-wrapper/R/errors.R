@@ -21,8 +21,12 @@ stop_argument <- function(argument, value, expected, call = NULL) {
                        argument = argument, value = value))
 }
 
-# A short, R-flavoured rendering of a bad value: 4.5, "4", TRUE, c(4, 8), NULL.
+# A short, R-flavoured rendering of a bad value: 4.5, "4", TRUE, c(4, 8), NULL;
+# arrays by type and dim, <character array, dim c(2, 5, 8)>, not by contents.
 describe_value <- function(value) {
+  if (is.atomic(value) && length(dim(value)) > 1L) {
+    return(sprintf("<%s array, dim c(%s)>", typeof(value), paste(dim(value), collapse = ", ")))
+  }
   text <- paste(deparse(value, width.cutoff = 60L, nlines = 2L), collapse = " ")
   if (nchar(text) > 60L) paste0(substr(text, 1L, 57L), "...") else text
 }

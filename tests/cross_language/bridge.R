@@ -171,3 +171,28 @@ bridge_step <- function(i) {
   invisible(gc(verbose = FALSE, full = i %% 100 == 0))
   c(dim(out), sum(scores))
 }
+
+# --- bit-identical files ------------------------------------------------------
+# A model saved from R with random weights; returns those weights (R doubles
+# that hold float32 values exactly).
+save_weights_file_r <- function(path, layer_args, shape) {
+  model <- r_model(layer_args, shape)
+  set.seed(12)
+  model$set_weights(lapply(model$get_weights(), function(w) {
+    d <- dim(w) %||% length(w)
+    array(stats::rnorm(prod(d)), dim = d)
+  }))
+  model$save(path)
+  lapply(model$get_weights(), as.array)
+}
+
+# The weights of a .keras file as R loads it with load_pygqa_model().
+load_weights_file_r <- function(path) lapply(load_pygqa_model(path)$get_weights(), as.array)
+
+# The classes and message of load_pygqa_model()'s error for a file.
+load_error_r <- function(path) {
+  tryCatch({
+    load_pygqa_model(path)
+    list(classes = character(), message = "")
+  }, error = function(e) list(classes = class(e), message = conditionMessage(e)))
+}

@@ -104,6 +104,30 @@ ERRORS = [
      ["`attention_mask`", "(2, 7, 5)", "attention_mask.shape=(2, 5, 7)"], [], []),
     ("call-unknown-keyword", "gqa(q, v, unknown_arg=True)", "gqa(q, v, unknown_arg = TRUE)",
      ["unexpected keyword argument 'unknown_arg'"], [], []),
+    # Missing values: Python's None/nan, R's NA/NaN (refused in R before Python runs).
+    ("head_dim-missing-value", f"L(head_dim=None, {KP})", f"L(head_dim = NA, {K})",
+     ["`head_dim`", "positive integer"], ["head_dim=None"], ["head_dim=NA"]),
+    ("head_dim-infinite", f"L(head_dim=float('inf'), {KP})", f"L(head_dim = Inf, {K})",
+     ["`head_dim`", "positive integer"], ["head_dim=inf"], ["head_dim=Inf"]),
+    ("dropout-nan", f"L(head_dim=4, {KP}, dropout=float('nan'))",
+     f"L(head_dim = 4, {K}, dropout = NaN)", ["`dropout`", "[0, 1)"], ["dropout=nan"],
+     ["dropout=NaN"]),
+    ("use_bias-missing-value", f"L(head_dim=4, {KP}, use_bias=None)",
+     f"L(head_dim = 4, {K}, use_bias = NA)", ["`use_bias`"], ["use_bias=None"], ["use_bias=NA"]),
+    ("seed-missing-value", f"L(head_dim=4, {KP}, seed=float('nan'))",
+     f"L(head_dim = 4, {K}, seed = NA)", ["`seed`", "non-negative integer"], ["seed=nan"],
+     ["seed=NA"]),
+    ("query-none", "gqa(query=None, value=v)", "gqa(NULL, v)",
+     ["`query`", "query=None of type NoneType"], [], []),
+    ("query-string", "gqa(query='abc', value=v)", 'gqa("abc", v)',
+     ["`query`"], ["query='abc'"], ['query="abc"']),
+    ("query-empty-batch", "gqa(x(0, 7, 8))", "gqa(x(0, 7, 8))",
+     ["`query`", "non-empty batch", "query.shape=(0, 7, 8)"], [], []),
+    ("attention_mask-additive", "gqa(q, v, attention_mask=np.where(np.ones((2, 7, 5)), 0.0, "
+     "-np.inf))", "gqa(q, v, attention_mask = array(c(0, -Inf), c(2, 7, 5)))",
+     ["`attention_mask`", "additive"], ["attention_mask.dtype=float"], ["mask == 0"]),
+    ("value_mask-string", "gqa(q, v, value_mask='yes')", 'gqa(q, v, value_mask = "yes")',
+     ["`value_mask`"], ["value_mask='yes'"], ['value_mask="yes"']),
 ]
 
 
@@ -130,7 +154,7 @@ def r_error_env(r):
 
 
 def test_table_size():
-    assert len(ERRORS) >= 20
+    assert len(ERRORS) >= 30
 
 
 @pytest.mark.parametrize("py_code, r_code, both, py_only, r_only",

@@ -89,3 +89,58 @@ def test_saved_in_python_loads_in_r(r, tmp_path, what):
     from_r = r.fn("load_model_r")(path, _r_args(), [float(d) for d in SHAPE], x, what)
     assert from_r["class"].endswith("GroupQueryAttention")
     assert record(max_abs_diff(from_r["output"], out_py), f"file from Python ({what})") == 0.0
+
+
+# --- bit-identical weights and version checks across the languages -------------------------
+# R holds float32 values as doubles exactly, and numpy's float32 cast of those
+# doubles is exact, so comparing float32 bytes after the crossing is exact too.
+
+
+def _float32_bytes(weights):
+    return [np.asarray(w, dtype=np.float32).tobytes() for w in weights]
+
+
+def test_file_from_r_loads_bit_identical_in_python(r, tmp_path):
+    path = str(tmp_path / "from_r.keras")
+    r_weights = r.fn("save_weights_file_r")(path, _r_args(), [float(d) for d in SHAPE])
+    for load in (keras.saving.load_model, pygqa.load_model):
+        loaded = load(path).get_weights()
+        assert [w.dtype for w in loaded] == [np.float32] * 8
+        assert [w.tobytes() for w in loaded] == _float32_bytes(r_weights)
+
+
+def test_file_from_python_loads_bit_identical_in_r(r, tmp_path):
+    model = _py_model()
+    rng = np.random.default_rng(21)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    path = str(tmp_path / "from_python.keras")
+    model.save(path)
+    from_r = r.fn("load_weights_file_r")(path)
+    assert _float32_bytes(from_r) == [w.tobytes() for w in model.get_weights()]
+
+
+def test_file_from_another_version_is_refused_with_the_same_message(r, tmp_path):
+    import json
+    import zipfile
+
+    path = tmp_path / "model.keras"
+    _py_model().save(path)
+    major, minor = pygqa.__version__.split(".")[:2]
+    newer = f"{major}.{int(minor) + 1}.0"
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    for layer in config["config"]["layers"]:
+        if "pygqa_version" in layer["config"]:
+            layer["config"]["pygqa_version"] = newer
+    members["config.json"] = json.dumps(config).encode()
+    newer_path = str(tmp_path / "newer.keras")
+    with zipfile.ZipFile(newer_path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError) as raised:
+        pygqa.load_model(newer_path)
+    from_r = r.fn("load_error_r")(newer_path)
+    assert "pygqa_error" in list(np.atleast_1d(from_r["classes"]))
+    assert from_r["message"] == str(raised.value)
+    assert f"pygqa_version='{newer}'" in from_r["message"]

@@ -95,11 +95,13 @@ def layout_map(
     Example:
 
     >>> import keras
-    >>> devices = keras.distribution.list_devices()[:1]
-    >>> mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"], devices)
+    >>> mesh = keras.distribution.DeviceMesh((1, 4), ["batch", "model"],
+    ...                                      [f"cpu:{i}" for i in range(4)])
     >>> layouts = layout_map(mesh, num_query_heads=8, num_key_value_heads=2)
     >>> layouts["gqa/query/kernel"].axes
     (None, 'model', None)
+    >>> layouts["gqa/key/kernel"].axes  # 2 key/value heads on 4 devices: replicated
+    (None, None, None)
     """
     if not isinstance(device_mesh, keras.distribution.DeviceMesh):
         raise TypeError(

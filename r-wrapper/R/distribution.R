@@ -41,12 +41,14 @@
 #'   "batch")`, or add other layers' layouts with its `update()` method.
 #'
 #' @examplesIf pygqa_available()
-#' devices <- keras$distribution$list_devices()[1]
-#' mesh <- keras$distribution$DeviceMesh(shape = c(1L, 1L),
+#' # A mesh of 4 devices named by hand; on a real machine leave `devices`
+#' # out and Keras lists them (JAX backend).
+#' mesh <- keras$distribution$DeviceMesh(shape = c(1L, 4L),
 #'                                       axis_names = c("batch", "model"),
-#'                                       devices = devices)
+#'                                       devices = sprintf("cpu:%d", 0:3))
 #' layouts <- layout_map(mesh, num_query_heads = 8, num_key_value_heads = 2)
 #' layouts$get("gqa/query/kernel")$axes
+#' layouts$get("gqa/key/kernel")$axes  # 2 key/value heads on 4 devices: copied
 #' @seealso [layer_group_query_attention()]; Keras's distribution guide
 #'   (<https://keras.io/guides/distribution/>).
 #' @export

@@ -24,3 +24,19 @@ convert_in_r <- function(source, convert, heads, head_dim, use_bias, weights, q,
   list(weights = weights_of(converted), output = as.array(converted(q, v)),
        class = class(converted)[[1]])
 }
+
+# layout_map() from R on a mesh of named CPU devices: its keys, and each
+# key's axes with NA for an axis that is not split.
+layout_in_r <- function(shape, axis_names, args) {
+  devices <- sprintf("cpu:%d", seq_len(prod(shape)) - 1L)
+  mesh <- keras$distribution$DeviceMesh(shape = as.list(as.integer(shape)),
+                                        axis_names = as.list(axis_names),
+                                        devices = devices)
+  layouts <- do.call(layout_map, c(list(mesh), args))
+  keys <- unlist(reticulate::py_to_r(reticulate::import_builtins()$list(layouts)))
+  axes <- lapply(keys, function(key) {
+    vapply(reticulate::py_to_r(layouts$get(key)$axes),
+           function(a) if (is.null(a)) NA_character_ else a, character(1L))
+  })
+  list(keys = keys, axes = axes)
+}

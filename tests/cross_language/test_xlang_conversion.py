@@ -70,3 +70,24 @@ def test_r_conversion_equals_python(convert_in_r, case):
         np.testing.assert_array_equal(r_w.astype(np.float32), py_w)
     diff = record(max_abs_diff(got["output"], expected_output), f"conversion {name} output")
     assert diff <= ATOL
+
+
+LAYOUTS = {
+    "2x2-default": ((2, 2), ("batch", "model"), {}),
+    "1x4-kv-replicated": ((1, 4), ("batch", "model"),
+                          {"num_query_heads": 8, "num_key_value_heads": 2}),
+    "4-named-layer": ((4,), ("heads",), {"model_axis": "heads", "layer_name": "enc/gqa"}),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=list(LAYOUTS))
+def test_r_layout_map_equals_python(r, convert_in_r, layout):
+    shape, names, args = LAYOUTS[layout]
+    mesh = keras.distribution.DeviceMesh(shape, list(names),
+                                         [f"cpu:{i}" for i in range(int(np.prod(shape)))])
+    python = pygqa.layout_map(mesh, **args)
+    got = r.fn("layout_in_r")(np.array(shape, dtype=np.float64), np.array(names), args)
+    assert list(got["keys"]) == list(python)
+    for key, axes in zip(got["keys"], got["axes"]):
+        r_axes = tuple(None if a is None or a != a else str(a) for a in np.atleast_1d(axes))
+        assert r_axes == python[key].axes, key

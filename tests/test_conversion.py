@@ -58,7 +58,7 @@ def test_as_many_key_value_heads_as_heads_reproduces_mha(rng, shape, use_bias):
     for ours, theirs in zip(gqa.get_weights(), mha.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
     mask = _masks(rng, q.shape[0], q.shape[1], v.shape[1])
-    for kwargs in ({}, {"use_causal_mask": True}, {"attention_mask": mask}):
+    for kwargs in ({}, {"use_causal_mask": True, "attention_mask": mask}):
         out, scores = gqa(q, v, k, return_attention_scores=True, **kwargs)
         mha_out, mha_scores = mha(q, v, k, return_attention_scores=True, **kwargs)
         _assert_close(out, mha_out)
@@ -231,13 +231,11 @@ def _error(kind, rng):
         return lambda: pygqa.from_multi_head_attention(bad, 2)
     if kind == "rank4":
         bad = keras.layers.MultiHeadAttention(2, 4)
-        x = np.zeros((1, 3, 3, 8), dtype="float32")
-        bad(x, x)
+        bad.build((1, 3, 3, 8), (1, 3, 3, 8))
         return lambda: pygqa.from_multi_head_attention(bad, 1)
     if kind == "keras-sliding_window":
         bad = keras.layers.GroupQueryAttention(4, 4, 2, sliding_window=3)
-        x = np.zeros((1, 5, 8), dtype="float32")
-        bad(x, x)
+        bad.build((1, 5, 8), (1, 5, 8))
         return lambda: pygqa.from_keras(bad)
     raise AssertionError(kind)
 

@@ -38,3 +38,29 @@ def loss_gradients(layer, x, **call_kwargs):
         targets = [v.value for v in layer.trainable_variables] + [x]
         return [g.numpy() for g in torch.autograd.grad(loss, targets)]
     raise NotImplementedError(backend)
+
+
+def vjp(function, args, cotangent):
+    """Gradients of sum(function(*args) * cotangent) with respect to every arg (numpy)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        _, pullback = jax.vjp(function, *args)
+        return [np.asarray(g) for g in pullback(cotangent)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        args = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            for a in args:
+                tape.watch(a)
+            out = function(*args)
+        return [g.numpy() for g in tape.gradient(out, args, output_gradients=cotangent)]
+    if backend == "torch":
+        import torch
+
+        args = [torch.tensor(a, requires_grad=True) for a in args]
+        out = function(*args)
+        return [g.numpy() for g in torch.autograd.grad(out, args, torch.tensor(cotangent))]
+    raise NotImplementedError(backend)

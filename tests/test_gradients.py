@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from gradients import loss_gradients
-from helpers import random_weights
+from gradients import loss_gradients, vjp
+from helpers import random_weights, to_numpy
 
 import pygqa
 
@@ -64,3 +64,80 @@ class _SelfAttention(keras.layers.Layer):
 
     def call(self, x, use_causal_mask=False):
         return self.inner(x, x, use_causal_mask=use_causal_mask)
+
+
+def _python_scan(step, init, inputs):
+    """A plain loop with the scan contract, for backends without a blockwise kernel."""
+    carry, outputs = init, []
+    for i in range(inputs[0].shape[0]):
+        carry, out = step(carry, [x[i] for x in inputs])
+        outputs.append(out)
+    if isinstance(outputs[0], tuple):
+        return carry, tuple(keras.ops.stack(o) for o in zip(*outputs))
+    return carry, keras.ops.stack(outputs)
+
+
+def _backend_scan():
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.lax.scan
+    if backend == "tensorflow":
+        from pygqa.kernels import tf_blockwise
+
+        return tf_blockwise._scan
+    return _python_scan
+
+
+# Block plans with several blocks at test sizes: 16-row blocks, and a budget
+# for kept probabilities of none, about one and a half blocks (a bucket split
+# into kept and recomputed blocks), or everything.
+KEEP_BUDGETS = {"none": 0, "some": 14_000, "all": 1 << 27}
+
+
+@pytest.mark.parametrize("kept", KEEP_BUDGETS)
+@pytest.mark.parametrize("masks", ["none", "causal", "mask+causal"])
+def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monkeypatch):
+    from pygqa import attention
+    from pygqa.kernels import blockwise, masking
+
+    monkeypatch.setattr(blockwise, "_BLOCK_ELEMENTS", 1)  # 16 rows per block
+    monkeypatch.setattr(blockwise, "KEEP_ELEMENTS", KEEP_BUDGETS[kept])
+    rng = np.random.default_rng(9)
+    batch, target, source, heads, kv_heads, head_dim = 2, 37, 41, 8, 2, 4
+    query = rng.normal(size=(batch, target, heads, head_dim)).astype("float32")
+    key = rng.normal(size=(batch, source, kv_heads, head_dim)).astype("float32")
+    value = rng.normal(size=(batch, source, kv_heads, head_dim)).astype("float32")
+    d_out = rng.normal(size=query.shape).astype("float32")
+    causal = "causal" in masks
+    mask = None
+    if masks.startswith("mask"):
+        mask = rng.random((batch, target, source)) < 0.6
+        mask[..., 0] = True  # the kernel's contract: every row keeps a key
+    plan = blockwise.plan_blocks(batch, target, source, heads, causal)
+    assert plan.num_blocks == 3
+    kept_flags = [bucket[3] for bucket in plan.buckets]
+    assert kept == ("all" if all(kept_flags) else "some" if any(kept_flags) else "none")
+
+    full_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
+    if causal:
+        full_mask = masking.with_causal(full_mask, target, source)
+
+    def explicit(q, k, v):
+        probs = attention.attention_probabilities(q, k, full_mask)
+        return attention.weighted_values(probs, v)
+
+    tensors = [keras.ops.convert_to_tensor(x) for x in (query, key, value)]
+    expected_out = to_numpy(explicit(*tensors))
+    expected_grads = vjp(explicit, (query, key, value), d_out)
+
+    block_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
+    layout = blockwise.Layout(*tensors, block_mask, causal, plan, _backend_scan())
+    out_blocks, kept_probs = blockwise.forward(layout, keep=True)
+    assert [probs is not None for probs in kept_probs] == kept_flags
+    out = layout.from_blocks(out_blocks)
+    grads = blockwise.backward(layout, out_blocks, keras.ops.convert_to_tensor(d_out),
+                                kept_probs)
+    np.testing.assert_allclose(to_numpy(out), expected_out, atol=2e-6, rtol=1e-5)
+    _close([to_numpy(g) for g in grads], expected_grads)

@@ -8,9 +8,11 @@ CPU). Three things make it faster and lighter than materialising the full
   key/value head, so each contraction is one larger matrix product;
 - with a causal mask, rows are processed in buckets and a bucket only meets
   the keys up to its last row: key columns the mask removes are not computed;
-- blocks run in a sequential loop (a scan) and the forward pass keeps no
-  probabilities: the backward pass recomputes each block's (as
-  FlashAttention does), so memory grows with T + S instead of T x S.
+- blocks run in a sequential loop (a scan). When gradients are wanted, the
+  forward pass keeps the probabilities of as many blocks as fit in a fixed
+  budget, and the backward pass recomputes the others (as FlashAttention
+  does): small problems skip the recomputation, and memory beyond the budget
+  grows with T + S instead of T x S.
 
 Letters: n block, b batch, k key/value head, g query head in its group,
 r row in a block, q a block's stacked (group, row) rows, s source position,
@@ -34,26 +36,49 @@ from pygqa.masks import MASKED_LOGIT
 _BLOCK_ELEMENTS = 1 << 22
 _CAUSAL_BUCKETS = 8
 
+# Probabilities the forward pass may keep for the backward pass, in elements
+# (512 MiB in float32). A kept block saves the backward pass one matrix
+# product and one exp per logit; past the budget, blocks are recomputed.
+KEEP_ELEMENTS = 1 << 27
+
 # rows: rows per block; num_blocks: blocks after padding T up to a multiple of
-# rows; buckets: (first_block, end_block, keys_needed) triples.
+# rows; buckets: (first_block, end_block, keys_needed, keep) tuples, where
+# `keep` says whether the bucket's probabilities fit in the budget.
 Plan = collections.namedtuple("Plan", ["rows", "num_blocks", "buckets"])
 
 
 def plan_blocks(batch, target_length, source_length, num_query_heads, causal):
-    """Chooses the block size and, for causal calls, the key-length buckets."""
+    """Chooses the block size, the causal key-length buckets and which blocks to keep."""
     per_row = (batch or 1) * num_query_heads * source_length
     rows = max(16, _BLOCK_ELEMENTS // per_row)
     rows = min(16 * math.ceil(target_length / 16), 16 * math.ceil(rows / 16))
     num_blocks = math.ceil(target_length / rows)
     if not causal:
-        return Plan(rows, num_blocks, ((0, num_blocks, source_length),))
-    count = min(num_blocks, _CAUSAL_BUCKETS)
-    edges = [round(i * num_blocks / count) for i in range(count + 1)]
-    # Top-left causal alignment: row t sees keys 0..t, so a bucket needs keys < its end.
-    buckets = tuple(
-        (first, end, min(source_length, end * rows)) for first, end in zip(edges, edges[1:])
-    )
-    return Plan(rows, num_blocks, buckets)
+        buckets = ((0, num_blocks, source_length),)
+    else:
+        count = min(num_blocks, _CAUSAL_BUCKETS)
+        edges = [round(i * num_blocks / count) for i in range(count + 1)]
+        # Top-left causal alignment: row t sees keys 0..t, so a bucket needs keys < its end.
+        buckets = tuple(
+            (first, end, min(source_length, end * rows))
+            for first, end in zip(edges, edges[1:])
+        )
+    block_rows = (batch or 1) * num_query_heads * rows
+    return Plan(rows, num_blocks, _split_at_budget(buckets, block_rows, KEEP_ELEMENTS))
+
+
+def _split_at_budget(buckets, block_rows, budget):
+    """Marks the leading blocks whose probabilities fit in `budget` elements as kept,
+    splitting the bucket where the budget runs out."""
+    marked = []
+    for first, end, keys in buckets:
+        fitting = min(end - first, budget // (block_rows * keys))
+        budget -= fitting * block_rows * keys
+        if fitting > 0:
+            marked.append((first, first + fitting, keys, True))
+        if first + fitting < end:
+            marked.append((first + fitting, end, keys, False))
+    return tuple(marked)
 
 
 class Layout:
@@ -61,6 +86,10 @@ class Layout:
 
     `scan(step, init, inputs) -> (carry, stacked outputs)` is the backend's
     sequential loop (keras.ops.scan requires outputs shaped like the carry).
+    When a step returns a tuple, only its first element must come back
+    stacked: the others (kept probabilities) are only ever handed back to
+    `scan` as inputs, so a backend may return them in the form its loop
+    reads fastest.
     """
 
     def __init__(self, query, key, value, mask, causal, plan, scan):
@@ -129,45 +158,67 @@ def _scan(layout, step, init, inputs):
     """The loop over blocks; a single block skips the loop and its overhead."""
     if inputs[0].shape[0] == 1:
         carry, out = step(init, [x[0] for x in inputs])
+        if isinstance(out, tuple):
+            return carry, tuple(ops.expand_dims(o, 0) for o in out)
         return carry, ops.expand_dims(out, 0)
     return layout.scan(step, init, inputs)
 
 
 def _unpack(layout, inputs, count):
-    """Splits a step's inputs into (tensors..., row offset, mask or None)."""
+    """Splits a step's inputs into (tensors..., row offset, mask or None, rest...)."""
     mask = inputs[count + 1] if layout.mask is not None else None
-    return (*inputs[:count], inputs[count], mask)
+    rest = inputs[count + 1 + (layout.mask is not None):]
+    return (*inputs[:count], inputs[count], mask, *rest)
 
 
-def forward(layout):
-    """The output in blocks, (n, b, k, q, h)."""
-    outputs = []
-    for first, end, keys in layout.plan.buckets:
+def forward(layout, keep=False):
+    """The output in blocks, (n, b, k, q, h), and the kept probabilities.
+
+    With `keep`, buckets that the plan marks as kept also return their
+    probabilities, (blocks, b, k, q, keys), for `backward`; the list holds
+    None for the others (and for every bucket without `keep`).
+    """
+    outputs, kept = [], []
+    for first, end, keys, keep_bucket in layout.plan.buckets:
         value = layout.value[:, :, :keys]
+        keep_bucket = keep and keep_bucket
 
-        def step(carry, inputs, keys=keys, value=value):
+        def step(carry, inputs, keys=keys, value=value, keep_bucket=keep_bucket):
             query, start, mask = _unpack(layout, inputs, 1)
             probs = softmax(layout.logits(query, start, mask, keys))
-            return carry, ops.einsum("bkqs,bksh->bkqh", probs, value)
+            out = ops.einsum("bkqs,bksh->bkqh", probs, value)
+            return carry, ((out, probs) if keep_bucket else out)
 
         inputs = layout.bucket_inputs(first, end, keys, layout.query)
         _, out = _scan(layout, step, ops.zeros(()), inputs)
+        if keep_bucket:
+            out, probs = out
         outputs.append(out)
-    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=0)
+        kept.append(probs if keep_bucket else None)
+    output = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=0)
+    return output, kept
 
 
-def backward(layout, output, grad_output):
-    """Gradients (query, key, value) in the inputs' layouts, given d(output)."""
+def backward(layout, output, grad_output, kept=None):
+    """Gradients (query, key, value) in the inputs' layouts, given d(output).
+
+    `kept` is `forward`'s list of kept probabilities (None: recompute all).
+    """
     grad_output = layout.to_blocks(grad_output)  # (n, b, k, q, h)
+    kept = kept or [None] * len(layout.plan.buckets)
     source = layout.key.shape[2]
     grad_query, grad_key, grad_value = [], None, None
-    for first, end, keys in layout.plan.buckets:
+    for (first, end, keys, _), probs_kept in zip(layout.plan.buckets, kept, strict=True):
         key, value = layout.key[:, :, :keys], layout.value[:, :, :keys]
+        reuse = probs_kept is not None
 
-        def step(carry, inputs, keys=keys, key=key, value=value):
+        def step(carry, inputs, keys=keys, key=key, value=value, reuse=reuse):
             grad_key, grad_value = carry
-            query, d_out, out, start, mask = _unpack(layout, inputs, 3)
-            probs = softmax(layout.logits(query, start, mask, keys))
+            query, d_out, out, start, mask, *rest = _unpack(layout, inputs, 3)
+            if reuse:
+                probs = rest[0]
+            else:
+                probs = softmax(layout.logits(query, start, mask, keys))
             # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
             row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
             d_logits = probs * (ops.einsum("bkqh,bksh->bkqs", d_out, value) - row_dot)
@@ -178,6 +229,8 @@ def backward(layout, output, grad_output):
 
         zeros = ops.zeros_like(key)
         inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
+        if reuse:
+            inputs.append(probs_kept)
         (d_key, d_value), d_query = _scan(layout, step, (zeros, zeros), inputs)
         if keys < source:  # a causal bucket touches only the first `keys` positions
             padding = [(0, 0), (0, 0), (0, source - keys), (0, 0)]

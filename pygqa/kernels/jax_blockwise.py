@@ -28,19 +28,21 @@ def _attend(query, key, value, mask, causal, plan):
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _attend_vjp(query, key, value, mask, causal, plan):
-    return _forward(query, key, value, mask, causal, plan)[0]
+    # Without differentiation JAX runs this, which keeps no probabilities.
+    layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
+    return layout.from_blocks(blockwise.forward(layout)[0])
 
 
 def _forward(query, key, value, mask, causal, plan):
     layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
-    output = blockwise.forward(layout)
-    return layout.from_blocks(output), (query, key, value, mask, output)
+    output, kept = blockwise.forward(layout, keep=True)
+    return layout.from_blocks(output), (query, key, value, mask, output, kept)
 
 
 def _backward(causal, plan, residuals, grad_output):
-    query, key, value, mask, output = residuals
+    query, key, value, mask, output, kept = residuals
     layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
-    return (*blockwise.backward(layout, output, grad_output), None)
+    return (*blockwise.backward(layout, output, grad_output, kept), None)
 
 
 _attend_vjp.defvjp(_forward, _backward)

@@ -1,5 +1,7 @@
 """`GroupQueryAttention`: the Keras layer."""
 
+import threading
+
 import keras
 from keras import constraints, initializers, ops, regularizers
 from keras.layers import EinsumDense
@@ -14,6 +16,10 @@ _BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
 
 # Offsets added to `seed` for each initializer, so that no two weights share a seed.
 _SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3}
+
+# Serialises builds: threads whose first calls race on one unbuilt layer would
+# otherwise each create the weights (Keras then refuses the second set).
+_BUILD_LOCK = threading.RLock()
 
 
 @keras.saving.register_keras_serializable(package="pygqa")
@@ -141,7 +147,18 @@ class GroupQueryAttention(keras.layers.Layer):
             keras.random.SeedGenerator(seed) if self.dropout > 0.0 else None
         )
 
-    def build(self, query_shape, value_shape=None, key_shape=None):
+    def build(self, query_shape=None, value_shape=None, key_shape=None):
+        if query_shape is None:  # Keras passes no shape for a query that is not a tensor.
+            raise TypeError(
+                "Received an invalid value for `query`: expected a floating-point tensor of "
+                "shape (batch, sequence_length, features) to build the layer from. "
+                "Received: query without a shape (None, a string or another non-tensor)"
+            )
+        with _BUILD_LOCK:
+            if getattr(self, "_built_dims", None) is None:  # another thread may have built it
+                self._build_projections(query_shape, value_shape, key_shape)
+
+    def _build_projections(self, query_shape, value_shape, key_shape):
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
         validation.input_shapes(query_shape, value_shape, key_shape)
@@ -171,6 +188,13 @@ class GroupQueryAttention(keras.layers.Layer):
             "key": key_shape[-1],
         }
 
+    def __call__(self, *args, **kwargs):
+        # Keras builds the layer from the shapes of the tensor arguments before
+        # `call` runs; a query that is not a tensor would fail there, unnamed.
+        query = args[0] if args else kwargs.get("query")
+        validation.array_like("query", query, "a floating-point tensor or array of rank 3")
+        return super().__call__(*args, **kwargs)
+
     def call(
         self,
         query,
@@ -196,12 +220,15 @@ class GroupQueryAttention(keras.layers.Layer):
         if key is None:
             key = value
         cache_update_index = kv_cache.update_index(cache_update_index)
+        causal = validation.boolean("use_causal_mask", use_causal_mask)
+        return_attention_scores = validation.boolean(
+            "return_attention_scores", return_attention_scores
+        )
         self._check_inputs(
             query, value, key, query_mask, value_mask, key_mask, attention_mask,
             cache, cache_update_index,
         )
 
-        causal = bool(use_causal_mask)
         if cache is None:
             key, value = self._key_dense(key), self._value_dense(value)  # (b, s, k, h)
             positions = None  # The causal mask stays a flag: kernels have a causal mode.

@@ -144,7 +144,7 @@ def _short(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _array_like(name, x, expected):
+def array_like(name, x, expected):
     """Raises a TypeError unless `x` is a tensor or array (something with shape and dtype)."""
     if not (hasattr(x, "shape") and hasattr(x, "dtype")):
         raise TypeError(
@@ -160,7 +160,7 @@ def tensor_shapes(query, value, key):
     backend (torch refuses int64 in matmuls, TensorFlow complex in softmax).
     """
     for name, x in (("query", query), ("value", value), ("key", key)):
-        _array_like(name, x, "a floating-point tensor or array of rank 3")
+        array_like(name, x, "a floating-point tensor or array of rank 3")
         dtype = _dtype_name(x)
         if not (dtype.startswith("float") or dtype == "bfloat16"):
             raise TypeError(
@@ -177,7 +177,7 @@ def mask(name, value, expected):
     are accepted. Float masks are refused: many libraries use additive float
     masks (0 to keep, -inf or -1e9 to drop), which a cast to bool would invert.
     """
-    _array_like(name, value, "a boolean tensor or array")
+    array_like(name, value, "a boolean tensor or array")
     dtype = _dtype_name(value)
     if dtype != "bool" and not dtype.startswith(("int", "uint")):
         raise TypeError(

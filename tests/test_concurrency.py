@@ -1,9 +1,9 @@
 """The layer called from several Python threads at once gives the sequential results.
 
-Eager calls only, each thread with its own inputs. The layer is built before
-the threads start: Keras's build is not thread-safe (threads racing to build a
-fresh layer fail with "You cannot add new elements of state ... already
-built", for Keras's own layers too), so a shared layer must see one call first.
+Eager calls only, each thread with its own inputs. Most tests build the layer
+before the threads start; one lets first calls race on a fresh layer, which
+fails for Keras's own layers ("You cannot add new elements of state ...
+already built") and which pygqa serialises.
 
 Results are compared bit for bit: measured on all three backends here, the
 threaded calls give exactly the sequential numbers (each call's arithmetic
@@ -90,3 +90,19 @@ def test_threads_training_with_dropout_stay_finite_and_shaped(rng):
     assert all(o.shape == (2, 6, 8) and np.isfinite(o).all() for o in outs)
     inference = to_numpy(layer(x))
     assert any(not np.allclose(o, inference) for o in outs)  # dropout was active
+
+
+def test_threads_racing_to_build_a_fresh_layer_share_one_set_of_weights(rng):
+    layer = pygqa.GroupQueryAttention(4, 8, 2)
+    inputs = [rng.normal(size=(2, 5, 8)).astype("float32") for _ in range(THREADS)]
+    start = threading.Barrier(THREADS)
+
+    def work(x):
+        start.wait()  # every thread's first call finds the layer unbuilt
+        return to_numpy(layer(x))
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        threaded = list(pool.map(work, inputs))
+    assert len(layer.weights) == 8  # one build, not one per thread
+    for x, got in zip(inputs, threaded):
+        np.testing.assert_array_equal(got, to_numpy(layer(x)))

@@ -103,10 +103,18 @@ CALL_ERRORS = [
 ]
 
 
-# A layer that was never built cannot see a query that is not a tensor: Keras
-# fails first, in its automatic build ("build() missing 1 required positional
-# argument: 'query_shape'"). Those rows run on a built layer only.
-NEEDS_BUILT = {"query-none", "query-string"}
+# Call flags must be booleans: a string such as "no" is truthy in Python.
+FLAG_ERRORS = [
+    ("use_causal_mask-string", dict(use_causal_mask="yes"), T,
+     "`use_causal_mask`.*True or False.*use_causal_mask='yes'"),
+    ("return_attention_scores-string", dict(return_attention_scores="no"), T,
+     "`return_attention_scores`.*return_attention_scores='no'"),
+    ("use_causal_mask-none", dict(use_causal_mask=None), T, "use_causal_mask=None"),
+]
+CALL_ERRORS += FLAG_ERRORS
+
+# Rows that need weights of another size than the call's inputs (none so far).
+NEEDS_BUILT = set()
 CALL_CASES = [pytest.param(*c[1:], built, id=f"{c[0]}-{'built' if built else 'fresh'}")
               for c in CALL_ERRORS for built in (False, True)
               if built or c[0] not in NEEDS_BUILT]

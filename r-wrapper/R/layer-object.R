@@ -15,12 +15,20 @@ new_pygqa_layer <- function(py_layer) {
 py_layer_of <- function(x) attr(x, "py_object", exact = TRUE)
 
 mask_arguments <- c("query_mask", "value_mask", "key_mask", "attention_mask")
+flag_arguments <- c("use_causal_mask", "return_attention_scores", "training")
 
 call_layer <- function(py_layer, query, value = NULL, key = NULL, ..., .call = NULL) {
   extra <- list(...)
   check_named(extra, "the layer call", .call)
   for (name in intersect(names(extra), mask_arguments)) {
     if (!is.null(extra[[name]])) extra[[name]] <- as_py_mask(extra[[name]], name, .call)
+  }
+  for (name in intersect(names(extra), flag_arguments)) {
+    # NA would reach Python as a truthy value; a flag must be TRUE or FALSE.
+    flag <- extra[[name]]
+    if (is.logical(flag) && (length(flag) != 1L || is.na(flag))) {
+      stop_argument(name, flag, "TRUE or FALSE", .call)
+    }
   }
   if (!is.null(extra$cache)) extra$cache <- as_py_input(extra$cache)
   if (is.numeric(extra$cache_update_index) && !is.object(extra$cache_update_index)) {

@@ -78,7 +78,14 @@ bad_inputs <- list(
        c("`key_mask`", "key_mask=<character array, dim c(2, 5)>")),
   list("call-unknown-keyword", "gqa(q, v, unknown_arg = TRUE)", py_err,
        c("unexpected keyword argument 'unknown_arg'")),
-  list("call-unnamed-dots", "gqa(q, v, v, TRUE)", arg_err, c("must be named"))
+  list("call-unnamed-dots", "gqa(q, v, v, TRUE)", arg_err, c("must be named")),
+  list("use_causal_mask-NA", "gqa(q, v, use_causal_mask = NA)", arg_err,
+       c("`use_causal_mask`", "TRUE or FALSE", "use_causal_mask=NA")),
+  list("return_attention_scores-string", 'gqa(q, v, return_attention_scores = "yes")', py_err,
+       c("`return_attention_scores`", "return_attention_scores='yes'")),
+  list("training-NA", "gqa(q, v, training = NA)", arg_err, c("`training`", "training=NA")),
+  list("cache_update_index-fraction", "gqa(q, cache = gqa$empty_cache(2, 9), cache_update_index = 0.5)",
+       arg_err, c("`cache_update_index`", "cache_update_index=0.5"))
 )
 
 test_that("the bad-input table has at least 30 rows, with unique ids", {

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from pygqa import kernels
-from pygqa.masks import MASKED_LOGIT, causal_mask, combine_masks
+from pygqa.masks import MASKED_LOGIT, with_causal
 
 
 def softmax(logits):
@@ -70,9 +70,7 @@ def grouped_attention(
 
     if causal:
         target_length, source_length = ops.shape(query)[1], ops.shape(key)[1]
-        mask = combine_masks(
-            attention_mask=mask, causal=causal_mask(target_length, source_length)
-        )
+        mask = with_causal(mask, target_length, source_length)
     probs = attention_probabilities(query, key, mask)
     kept = probs
     if use_dropout:

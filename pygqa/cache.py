@@ -22,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from pygqa import validation
+from pygqa.masks import causal_mask
 
 
 def empty_cache(batch_size, max_length, num_key_value_heads, head_dim, dtype=None):
@@ -98,18 +99,17 @@ def write(cache, key, value, cache_update_index):
 
 
 def positions_mask(target_length, new_length, max_length, cache_update_index, causal):
-    """(T, max_length) boolean mask of the cache positions each query row may see.
+    """(T or 1, max_length) boolean mask of the cache positions each query row may see.
 
     `new_length` positions were just written at `cache_update_index`; the ones
     after them hold nothing yet. Causal: query row `r` is position
     `cache_update_index + r`. Without an index (a cache only read) every
     position is open, and a causal mask is top-left aligned, as without cache.
     """
-    rows = ops.expand_dims(ops.arange(target_length), 1)  # (T, 1)
-    cols = ops.expand_dims(ops.arange(max_length), 0)  # (1, L)
     if cache_update_index is None:
-        return ops.greater_equal(rows, cols) if causal else None
+        return causal_mask(target_length, max_length) if causal else None
     start = ops.cast(cache_update_index, "int32")
     if causal:
-        return ops.less_equal(cols, rows + start)  # key position <= query position
-    return ops.less(cols, start + new_length)  # only positions written so far
+        return causal_mask(target_length, max_length, offset=start)
+    written = ops.less(ops.arange(max_length), start + new_length)  # positions written so far
+    return ops.expand_dims(written, 0)  # (1, L): the same for every query row

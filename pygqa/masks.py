@@ -13,11 +13,20 @@ from keras import ops
 MASKED_LOGIT = -1e30
 
 
-def causal_mask(target_length, source_length):
-    """Lower-triangular (target, source) mask, aligned top-left when T != S."""
+def causal_mask(target_length, source_length, offset=0):
+    """Lower-triangular (target, source) mask: row `t` sees keys `0 .. offset + t`.
+
+    `offset` 0 aligns it top-left when T != S; a decoding step passes the
+    position of its first query row (an int or an integer scalar tensor).
+    """
     rows = ops.expand_dims(ops.arange(target_length), 1)
     cols = ops.expand_dims(ops.arange(source_length), 0)
-    return ops.greater_equal(rows, cols)
+    return ops.greater_equal(rows + offset, cols)
+
+
+def with_causal(mask, target_length, source_length):
+    """`mask` (or None) ANDed with the top-left causal mask, (batch or 1, T, S)."""
+    return combine_masks(attention_mask=mask, causal=causal_mask(target_length, source_length))
 
 
 def combine_masks(

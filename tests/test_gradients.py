@@ -100,7 +100,8 @@ KEEP_BUDGETS = {"none": 0, "some": 14_000, "all": 1 << 27}
 @pytest.mark.parametrize("masks", ["none", "causal", "mask+causal"])
 def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monkeypatch):
     from pygqa import attention
-    from pygqa.kernels import blockwise, masking
+    from pygqa.kernels import blockwise
+    from pygqa.masks import with_causal
 
     monkeypatch.setattr(blockwise, "_BLOCK_ELEMENTS", 1)  # 16 rows per block
     monkeypatch.setattr(blockwise, "KEEP_ELEMENTS", KEEP_BUDGETS[kept])
@@ -122,7 +123,7 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monke
 
     full_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
     if causal:
-        full_mask = masking.with_causal(full_mask, target, source)
+        full_mask = with_causal(full_mask, target, source)
 
     def explicit(q, k, v):
         probs = attention.attention_probabilities(q, k, full_mask)

@@ -28,7 +28,7 @@ import math
 from keras import ops
 
 from pygqa.attention import softmax
-from pygqa.masks import MASKED_LOGIT
+from pygqa.masks import MASKED_LOGIT, causal_mask
 
 # Target size of one block's logits in elements (16 MiB in float32), and how
 # many key-length buckets a causal call is split into: with n buckets the
@@ -142,8 +142,7 @@ class Layout:
         if mask is not None:
             keep = mask[:, None, None]  # (b, 1, 1, r, keys)
         if self.causal:
-            rows = ops.expand_dims(start + ops.arange(self.plan.rows), 1)
-            tril = ops.greater_equal(rows, ops.expand_dims(ops.arange(keys), 0))
+            tril = causal_mask(self.plan.rows, keys, offset=start)  # (r, keys)
             tril = tril[None, None, None]  # (1, 1, 1, r, keys)
             keep = tril if keep is None else ops.logical_and(keep, tril)
         if keep is None:

@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from pygqa.masks import causal_mask, combine_masks
+from pygqa.masks import with_causal
 
 
 def open_empty_rows(mask):
@@ -19,10 +19,6 @@ def zero_empty_rows(output, has_key):
     """output (b, t, u, h) with the rows of `has_key == False` set to zero."""
     keep = ops.cast(has_key, output.dtype)[:, :, None, None]  # (b, t, 1, 1)
     return output * keep
-
-
-def with_causal(mask, target_length, source_length):
-    return combine_masks(attention_mask=mask, causal=causal_mask(target_length, source_length))
 
 
 def prepare(mask, causal, target_length, source_length):

@@ -37,40 +37,30 @@ def empty_cache(batch_size, max_length, num_key_value_heads, head_dim, dtype=Non
     return ops.zeros(shape, dtype=dtype or keras.config.floatx())
 
 
+_INDEX_EXPECTED = (
+    "None or a non-negative integer (a Python int or an integer scalar tensor), "
+    "the number of positions already in the cache"
+)
+
+
 def update_index(value):
     """`cache_update_index` as a Python int or an integer scalar tensor, or None."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(_invalid_index(value))
-    if isinstance(value, numbers.Real):
-        if not float(value).is_integer() or value < 0:
-            raise ValueError(_invalid_index(value))
-        return int(value)
-    if not hasattr(value, "shape") or len(value.shape) != 0:
-        raise TypeError(_invalid_index(value))
-    if "int" not in keras.backend.standardize_dtype(value.dtype):
-        raise TypeError(_invalid_index(value))
+    if value is None or isinstance(value, (numbers.Real, np.bool_)) or not hasattr(value, "shape"):
+        return validation.optional_non_negative_int("cache_update_index", value, _INDEX_EXPECTED)
+    if len(value.shape) != 0 or "int" not in keras.backend.standardize_dtype(value.dtype):
+        raise TypeError(
+            f"Received an invalid value for `cache_update_index`: expected {_INDEX_EXPECTED}. "
+            f"Received: cache_update_index=tensor of shape {tuple(value.shape)}"
+        )
     return value
-
-
-def _invalid_index(value):
-    shown = f"tensor of shape {tuple(value.shape)}" if hasattr(value, "shape") else repr(value)
-    return (
-        "Received an invalid value for `cache_update_index`: expected None or a "
-        "non-negative integer (a Python int or an integer scalar tensor), the number of "
-        f"positions already in the cache. Received: cache_update_index={shown}"
-    )
 
 
 def check(cache_shape, cache_update_index, query_shape, value_shape, num_key_value_heads,
           head_dim):
     """Checks the cache's shape and that the new positions (value's) fit in it."""
     expected = (query_shape[0], 2, None, num_key_value_heads, head_dim)
-    shape = tuple(None if d is None else int(d) for d in cache_shape)
-    if len(shape) != 5 or not all(
-        a is None or b is None or a == b for a, b in zip(shape, expected)
-    ):
+    shape = validation.dims(cache_shape)
+    if not validation.shape_matches(shape, expected):
         raise ValueError(
             "Received an invalid value for `cache`: expected a tensor of shape "
             "(batch, 2, max_length, num_key_value_heads, head_dim) = "

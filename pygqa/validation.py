@@ -36,15 +36,20 @@ def positive_int(name, value):
     return as_int
 
 
-def optional_seed(value):
-    """Returns the seed as an int (or None); seeds must be non-negative integers."""
+def optional_non_negative_int(name, value, expected="None or a non-negative integer"):
+    """Returns `value` as an int, or None; anything but None or a whole number >= 0 raises."""
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(_invalid("seed", "None or a non-negative integer", value))
+        raise TypeError(_invalid(name, expected, value))
     if not float(value).is_integer() or value < 0:
-        raise ValueError(_invalid("seed", "None or a non-negative integer", value))
+        raise ValueError(_invalid(name, expected, value))
     return int(value)
+
+
+def optional_seed(value):
+    """Returns the seed as an int (or None); seeds must be non-negative integers."""
+    return optional_non_negative_int("seed", value)
 
 
 def head_counts(num_query_heads, num_key_value_heads):
@@ -75,7 +80,8 @@ def boolean(name, value):
     return bool(value)
 
 
-def _dims(shape):
+def dims(shape):
+    """A static shape as a tuple of ints and None, for messages and comparisons."""
     return tuple(None if d is None else int(d) for d in shape)
 
 
@@ -95,39 +101,44 @@ def input_shapes(query_shape, value_shape, key_shape, built_dims=None):
         if len(shape) != 3:
             raise ValueError(
                 f"Received an invalid value for `{name}`: expected a tensor of rank 3 "
-                f"(batch, sequence_length, features). Received: {name}.shape={_dims(shape)}"
+                f"(batch, sequence_length, features). Received: {name}.shape={dims(shape)}"
             )
         # An empty batch is refused too: some backends cannot reshape 0 elements.
         if 0 in tuple(shape):
             raise ValueError(
                 f"Received an invalid value for `{name}`: expected a non-empty batch, sequence "
-                f"and feature axis. Received: {name}.shape={_dims(shape)}"
+                f"and feature axis. Received: {name}.shape={dims(shape)}"
             )
     if not (_same(value_shape[0], key_shape[0]) and _same(value_shape[1], key_shape[1])):
         raise ValueError(
             "Received incompatible `key` and `value`: expected the same batch size and "
-            f"sequence length. Received: key.shape={_dims(key_shape)}, "
-            f"value.shape={_dims(value_shape)}"
+            f"sequence length. Received: key.shape={dims(key_shape)}, "
+            f"value.shape={dims(value_shape)}"
         )
     if not _same(query_shape[0], value_shape[0]):
         raise ValueError(
             "Received incompatible `query` and `value`: expected the same batch size. "
-            f"Received: query.shape={_dims(query_shape)}, value.shape={_dims(value_shape)}"
+            f"Received: query.shape={dims(query_shape)}, value.shape={dims(value_shape)}"
         )
     for name, dim in (built_dims or {}).items():
         if not _same(shapes[name][-1], dim):
             raise ValueError(
                 f"Received an invalid value for `{name}`: the layer was built for {dim} "
-                f"features in `{name}`. Received: {name}.shape={_dims(shapes[name])}"
+                f"features in `{name}`. Received: {name}.shape={dims(shapes[name])}"
             )
+
+
+def shape_matches(shape, expected):
+    """Same rank, and every dimension equal where both are known."""
+    return len(shape) == len(expected) and all(_same(a, b) for a, b in zip(shape, expected))
 
 
 def mask_shape(name, shape, expected):
     """Checks a mask's shape against `expected` (a tuple that may hold None)."""
-    if len(shape) != len(expected) or not all(_same(a, b) for a, b in zip(shape, expected)):
+    if not shape_matches(shape, expected):
         raise ValueError(
             f"Received an invalid value for `{name}`: expected a boolean mask of shape "
-            f"{_dims(expected)}. Received: {name}.shape={_dims(shape)}"
+            f"{dims(expected)}. Received: {name}.shape={dims(shape)}"
         )
 
 

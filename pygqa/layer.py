@@ -147,46 +147,38 @@ class GroupQueryAttention(keras.layers.Layer):
             keras.random.SeedGenerator(seed) if self.dropout > 0.0 else None
         )
 
-    def build(self, query_shape=None, value_shape=None, key_shape=None):
-        if query_shape is None:  # Keras passes no shape for a query that is not a tensor.
-            raise TypeError(
-                "Received an invalid value for `query`: expected a floating-point tensor of "
-                "shape (batch, sequence_length, features) to build the layer from. "
-                "Received: query without a shape (None, a string or another non-tensor)"
-            )
+    def build(self, query_shape, value_shape=None, key_shape=None):
         with _BUILD_LOCK:
-            if getattr(self, "_built_dims", None) is None:  # another thread may have built it
-                self._build_projections(query_shape, value_shape, key_shape)
-
-    def _build_projections(self, query_shape, value_shape, key_shape):
-        value_shape = query_shape if value_shape is None else value_shape
-        key_shape = value_shape if key_shape is None else key_shape
-        validation.input_shapes(query_shape, value_shape, key_shape)
-        # b batch, t/s positions, m features, u query heads, k key/value heads, h head dim.
-        u, k = self.num_query_heads, self.num_key_value_heads
-        self._query_dense = self._projection("query", "btm,muh->btuh", (None, u), "uh")
-        self._key_dense = self._projection("key", "bsm,mkh->bskh", (None, k), "kh")
-        self._value_dense = self._projection("value", "bsm,mkh->bskh", (None, k), "kh")
-        self._output_dense = EinsumDense(
-            "btuh,uhm->btm",
-            output_shape=(None, query_shape[-1]),
-            bias_axes="m" if self.use_bias else None,
-            name="attention_output",
-            **self._sublayer_kwargs("attention_output"),
-        )
-        for projection in (self._query_dense, self._key_dense, self._value_dense):
-            # Inputs may carry Keras masks; the projections pass them through
-            # instead of warning that they drop them (this layer uses them).
-            projection.supports_masking = True
-        self._query_dense.build(query_shape)
-        self._key_dense.build(key_shape)
-        self._value_dense.build(value_shape)
-        self._output_dense.build((None, None, u, self.head_dim))
-        self._built_dims = {
-            "query": query_shape[-1],
-            "value": value_shape[-1],
-            "key": key_shape[-1],
-        }
+            if getattr(self, "_built_dims", None) is not None:
+                return  # another thread's first call built it while this one waited
+            value_shape = query_shape if value_shape is None else value_shape
+            key_shape = value_shape if key_shape is None else key_shape
+            validation.input_shapes(query_shape, value_shape, key_shape)
+            # b batch, t/s positions, m features, u query heads, k key/value heads, h head dim.
+            u, k = self.num_query_heads, self.num_key_value_heads
+            self._query_dense = self._projection("query", "btm,muh->btuh", (None, u), "uh")
+            self._key_dense = self._projection("key", "bsm,mkh->bskh", (None, k), "kh")
+            self._value_dense = self._projection("value", "bsm,mkh->bskh", (None, k), "kh")
+            self._output_dense = EinsumDense(
+                "btuh,uhm->btm",
+                output_shape=(None, query_shape[-1]),
+                bias_axes="m" if self.use_bias else None,
+                name="attention_output",
+                **self._sublayer_kwargs("attention_output"),
+            )
+            for projection in (self._query_dense, self._key_dense, self._value_dense):
+                # Inputs may carry Keras masks; the projections pass them through
+                # instead of warning that they drop them (this layer uses them).
+                projection.supports_masking = True
+            self._query_dense.build(query_shape)
+            self._key_dense.build(key_shape)
+            self._value_dense.build(value_shape)
+            self._output_dense.build((None, None, u, self.head_dim))
+            self._built_dims = {
+                "query": query_shape[-1],
+                "value": value_shape[-1],
+                "key": key_shape[-1],
+            }
 
     def __call__(self, *args, **kwargs):
         # Keras builds the layer from the shapes of the tensor arguments before

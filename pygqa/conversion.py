@@ -258,13 +258,7 @@ def _describe_multi_head(layer):
             "`key_dim == value_dim`, since grouped query attention has one `head_dim` "
             f"for queries, keys and values. Received: key_dim={key_dim}, value_dim={value_dim}"
         )
-    for option, off in (("use_gate", False), ("sliding_window", None)):
-        if config.get(option, off) != off:
-            raise ValueError(
-                f"Received an invalid value for `layer`: expected a MultiHeadAttention "
-                f"without `{option}`, which GroupQueryAttention does not have. "
-                f"Received: {option}={config[option]!r}"
-            )
+    _refuse_options_pygqa_lacks(config, "MultiHeadAttention", "GroupQueryAttention")
     query_rank = len(layer._query_dense.equation.split(",")[0])
     if query_rank != 3 or tuple(layer._attention_axes) != (1,):
         raise ValueError(
@@ -292,19 +286,23 @@ def _describe_grouped(layer):
     """Sizes, config and weights (as numpy) of either GroupQueryAttention, checked."""
     _check_built(layer)
     config = layer.get_config()
-    for option, off in (("use_gate", False), ("sliding_window", None)):
-        if config.get(option, off) != off:
-            raise ValueError(
-                f"Received an invalid value for `layer`: expected a GroupQueryAttention "
-                f"without `{option}`, which pygqa's GroupQueryAttention does not have. "
-                f"Received: {option}={config[option]!r}"
-            )
+    _refuse_options_pygqa_lacks(config, "GroupQueryAttention", "pygqa's GroupQueryAttention")
     weights = _weights_of(layer)
     carried = {name: config[name] for name in _SHARED_CONFIG}
     carried.update(head_dim=config["head_dim"], num_query_heads=config["num_query_heads"],
                    num_key_value_heads=config["num_key_value_heads"])
     return dict(config=carried, weights=weights, dims=_input_dims(weights),
                 num_query_heads=config["num_query_heads"])
+
+
+def _refuse_options_pygqa_lacks(config, kind, target):
+    """Refuses a Keras layer configured with an option (gate, sliding window) pygqa lacks."""
+    for option, off in (("use_gate", False), ("sliding_window", None)):
+        if config.get(option, off) != off:
+            raise ValueError(
+                f"Received an invalid value for `layer`: expected a {kind} without "
+                f"`{option}`, which {target} does not have. Received: {option}={config[option]!r}"
+            )
 
 
 def _check_built(layer):

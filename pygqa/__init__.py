@@ -1,17 +1,12 @@
 """pygqa: Grouped Query Attention as a backend-agnostic Keras 3 layer, for Python and R."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from pygqa.compose import layer_group_query_attention
 from pygqa.conversion import from_keras, from_multi_head_attention, to_keras
 from pygqa.distribution import layout_map
 from pygqa.layer import GroupQueryAttention
-from pygqa.saving import load_model
+from pygqa.saving import installed_version, load_model
 
-try:
-    __version__ = version("pygqa")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = installed_version()
 
 __all__ = [
     "GroupQueryAttention",

@@ -6,6 +6,7 @@ another major.minor version is refused with a message that names both versions.
 A config without a recorded version (written before the key existed) loads.
 """
 
+import functools
 import json
 import os
 import re
@@ -17,7 +18,9 @@ import keras
 VERSION_KEY = "pygqa_version"
 
 
+@functools.cache  # read the package metadata once, not at every get_config()
 def installed_version():
+    """pygqa's installed version, the one `__version__` and saved configs show."""
     try:
         return version("pygqa")
     except PackageNotFoundError:  # a source tree that was never installed

@@ -102,6 +102,11 @@ class Layout:
         self.query = self.to_blocks(query * self.scale)  # (n, b, k, q, h)
         self.key = ops.transpose(key, (0, 2, 1, 3))  # (b, k, s, h)
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
+        # Keys and values also transposed once, (b, k, h, s), for the products
+        # that contract over h: TensorFlow runs them ~5% faster than with a
+        # transposed operand.
+        self.key_t = ops.transpose(key, (0, 2, 3, 1))
+        self.value_t = ops.transpose(value, (0, 2, 3, 1))
         self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)
 
     def to_blocks(self, x):
@@ -137,7 +142,7 @@ class Layout:
 
     def logits(self, query, start, mask, keys):
         """One block's masked logits, (b, k, q, keys)."""
-        logits = ops.einsum("bkqh,bksh->bkqs", query, self.key[:, :, :keys])
+        logits = ops.einsum("bkqh,bkhs->bkqs", query, self.key_t[..., :keys])
         keep = None
         if mask is not None:
             keep = mask[:, None, None]  # (b, 1, 1, r, keys)
@@ -208,10 +213,10 @@ def backward(layout, output, grad_output, kept=None):
     source = layout.key.shape[2]
     grad_query, grad_key, grad_value = [], None, None
     for (first, end, keys, _), probs_kept in zip(layout.plan.buckets, kept, strict=True):
-        key, value = layout.key[:, :, :keys], layout.value[:, :, :keys]
+        key, value_t = layout.key[:, :, :keys], layout.value_t[..., :keys]
         reuse = probs_kept is not None
 
-        def step(carry, inputs, keys=keys, key=key, value=value, reuse=reuse):
+        def step(carry, inputs, keys=keys, key=key, value_t=value_t, reuse=reuse):
             grad_key, grad_value = carry
             query, d_out, out, start, mask, *rest = _unpack(layout, inputs, 3)
             if reuse:
@@ -220,7 +225,7 @@ def backward(layout, output, grad_output, kept=None):
                 probs = softmax(layout.logits(query, start, mask, keys))
             # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
             row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
-            d_logits = probs * (ops.einsum("bkqh,bksh->bkqs", d_out, value) - row_dot)
+            d_logits = probs * (ops.einsum("bkqh,bkhs->bkqs", d_out, value_t) - row_dot)
             # Key/value gradients are accumulated transposed, (b, k, h, s): as
             # (h x q) x (q x s) products they run ~3x faster here than as
             # (s x q) x (q x h), which read the probabilities across their rows.
@@ -229,7 +234,7 @@ def backward(layout, output, grad_output, kept=None):
             d_query = ops.einsum("bkqs,bksh->bkqh", d_logits, key) * layout.scale
             return (grad_key, grad_value), d_query
 
-        zeros = ops.zeros_like(ops.transpose(key, (0, 1, 3, 2)))  # (b, k, h, keys)
+        zeros = ops.zeros_like(value_t)  # (b, k, h, keys)
         inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
         if reuse:
             inputs.append(probs_kept)

@@ -80,9 +80,9 @@ def _python_scan(step, init, inputs):
 def _backend_scan():
     backend = keras.backend.backend()
     if backend == "jax":
-        import jax
+        from pygqa.kernels import jax_blockwise
 
-        return jax.lax.scan
+        return jax_blockwise._scan
     if backend == "tensorflow":
         from pygqa.kernels import tf_blockwise
 

@@ -12,6 +12,13 @@ import jax
 from pygqa.kernels import blockwise
 from pygqa.kernels.masking import prepare, zero_empty_rows
 
+# Loops over at most this many blocks are unrolled: XLA then takes each block
+# as a static slice instead of copying it in and out of a while loop. Side by
+# side at the layer level, 4 x 512 (2 blocks) ran 1.16x faster forward+backward;
+# 1 x 2048 (8 blocks) gained nothing backward and lost 9% forward. Longer loops
+# stay loops, which also keeps compile time independent of the sequence length.
+_UNROLL_BLOCKS = 4
+
 
 def attention(query, key, value, *, mask=None, causal=False):
     mask, has_key = prepare(mask, causal, query.shape[1], key.shape[1])
@@ -29,20 +36,25 @@ def _attend(query, key, value, mask, causal, plan):
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _attend_vjp(query, key, value, mask, causal, plan):
     # Without differentiation JAX runs this, which keeps no probabilities.
-    layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
+    layout = blockwise.Layout(query, key, value, mask, causal, plan, _scan)
     return layout.from_blocks(blockwise.forward(layout)[0])
 
 
 def _forward(query, key, value, mask, causal, plan):
-    layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
+    layout = blockwise.Layout(query, key, value, mask, causal, plan, _scan)
     output, kept = blockwise.forward(layout, keep=True)
     return layout.from_blocks(output), (query, key, value, mask, output, kept)
 
 
 def _backward(causal, plan, residuals, grad_output):
     query, key, value, mask, output, kept = residuals
-    layout = blockwise.Layout(query, key, value, mask, causal, plan, jax.lax.scan)
+    layout = blockwise.Layout(query, key, value, mask, causal, plan, _scan)
     return (*blockwise.backward(layout, output, grad_output, kept), None)
 
 
 _attend_vjp.defvjp(_forward, _backward)
+
+
+def _scan(step, init, inputs):
+    count = inputs[0].shape[0]
+    return jax.lax.scan(step, init, inputs, unroll=count if count <= _UNROLL_BLOCKS else 1)

@@ -134,11 +134,17 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monke
     expected_grads = vjp(explicit, (query, key, value), d_out)
 
     block_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
-    layout = blockwise.Layout(*tensors, block_mask, causal, plan, _backend_scan())
-    out_blocks, kept_probs = blockwise.forward(layout, keep=True)
-    assert [probs is not None for probs in kept_probs] == kept_flags
-    out = layout.from_blocks(out_blocks)
-    grads = blockwise.backward(layout, out_blocks, keras.ops.convert_to_tensor(d_out),
-                                kept_probs)
-    np.testing.assert_allclose(to_numpy(out), expected_out, atol=2e-6, rtol=1e-5)
-    _close([to_numpy(g) for g in grads], expected_grads)
+    # JAX unrolls short block loops: check the 3 blocks both unrolled and as a loop.
+    for unroll_limit in (0, 4) if keras.backend.backend() == "jax" else (None,):
+        if unroll_limit is not None:
+            from pygqa.kernels import jax_blockwise
+
+            monkeypatch.setattr(jax_blockwise, "_UNROLL_BLOCKS", unroll_limit)
+        layout = blockwise.Layout(*tensors, block_mask, causal, plan, _backend_scan())
+        out_blocks, kept_probs = blockwise.forward(layout, keep=True)
+        assert [probs is not None for probs in kept_probs] == kept_flags
+        out = layout.from_blocks(out_blocks)
+        grads = blockwise.backward(layout, out_blocks, keras.ops.convert_to_tensor(d_out),
+                                    kept_probs)
+        np.testing.assert_allclose(to_numpy(out), expected_out, atol=2e-6, rtol=1e-5)
+        _close([to_numpy(g) for g in grads], expected_grads)

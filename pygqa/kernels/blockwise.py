@@ -36,6 +36,10 @@ from pygqa.masks import MASKED_LOGIT, causal_mask
 _BLOCK_ELEMENTS = 1 << 22
 _CAUSAL_BUCKETS = 8
 
+# Query rows (heads of a group x positions) from which keys are also held
+# transposed for Q K^T (see Layout).
+_TRANSPOSED_KEYS_MIN_ROWS = 64
+
 # Probabilities the forward pass may keep for the backward pass, in elements
 # (512 MiB in float32). A kept block saves the backward pass one matrix
 # product and one exp per logit; past the budget, blocks are recomputed.
@@ -51,7 +55,9 @@ def plan_blocks(batch, target_length, source_length, num_query_heads, causal):
     """Chooses the block size, the causal key-length buckets and which blocks to keep."""
     per_row = (batch or 1) * num_query_heads * source_length
     rows = max(16, _BLOCK_ELEMENTS // per_row)
-    rows = min(16 * math.ceil(target_length / 16), 16 * math.ceil(rows / 16))
+    # A multiple of 16 rows, but never more than the query has: a decoding
+    # step (one row) must not compute 15 rows of padding.
+    rows = min(target_length, 16 * math.ceil(rows / 16))
     num_blocks = math.ceil(target_length / rows)
     if not causal:
         buckets = ((0, num_blocks, source_length),)
@@ -104,8 +110,11 @@ class Layout:
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
         # Keys and values also transposed once, (b, k, h, s), for the products
         # that contract over h: TensorFlow runs them ~5% faster than with a
-        # transposed operand.
-        self.key_t = ops.transpose(key, (0, 2, 3, 1))
+        # transposed operand. The copy pays off only over many query rows: a
+        # decoding step (a few rows) reads the keys as they are.
+        self.key_t = None
+        if self.group * self.target >= _TRANSPOSED_KEYS_MIN_ROWS:
+            self.key_t = ops.transpose(key, (0, 2, 3, 1))
         self.value_t = ops.transpose(value, (0, 2, 3, 1))
         self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)
 
@@ -142,7 +151,10 @@ class Layout:
 
     def logits(self, query, start, mask, keys):
         """One block's masked logits, (b, k, q, keys)."""
-        logits = ops.einsum("bkqh,bkhs->bkqs", query, self.key_t[..., :keys])
+        if self.key_t is None:
+            logits = ops.einsum("bkqh,bksh->bkqs", query, self.key[:, :, :keys])
+        else:
+            logits = ops.einsum("bkqh,bkhs->bkqs", query, self.key_t[..., :keys])
         keep = None
         if mask is not None:
             keep = mask[:, None, None]  # (b, 1, 1, r, keys)

@@ -148,3 +148,16 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monke
                                     kept_probs)
         np.testing.assert_allclose(to_numpy(out), expected_out, atol=2e-6, rtol=1e-5)
         _close([to_numpy(g) for g in grads], expected_grads)
+
+
+def test_block_plan_never_pads_a_short_query():
+    # A decoding step has one query row: rounding it up to a 16-row block made
+    # every step compute 15 wasted rows.
+    from pygqa.kernels import blockwise
+
+    for target in (1, 3, 15):
+        for causal in (False, True):
+            plan = blockwise.plan_blocks(4, target, 4096, 8, causal)
+            assert (plan.rows, plan.num_blocks) == (target, 1)
+    long_plan = blockwise.plan_blocks(1, 4096, 4096, 8, False)
+    assert long_plan.rows % 16 == 0 and long_plan.rows * long_plan.num_blocks >= 4096

@@ -39,6 +39,7 @@ def grouped_attention(
     dropout=0.0,
     training=False,
     seed_generator=None,
+    flash_attention=None,
 ):
     """Scaled dot-product attention with key/value heads shared by groups.
 
@@ -49,6 +50,9 @@ def grouped_attention(
         causal: apply a top-left aligned causal mask on top of `mask`.
         return_scores: also return the probabilities, (batch, u, T, S).
         dropout, training, seed_generator: dropout on the probabilities.
+        flash_attention: None picks the fused kernel whenever the call allows
+            it; True requires it (ValueError where it cannot run); False
+            always takes the explicit path.
 
     Returns:
         (batch, T, num_query_heads, head_dim), and the probabilities before
@@ -61,9 +65,13 @@ def grouped_attention(
         query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
 
     use_dropout = dropout > 0.0 and bool(training)
-    fused = kernels.fused_attention_for(
-        keras.backend.backend(), query.shape[1], key.shape[1]
-    )
+    fused = None
+    if flash_attention is not False:
+        fused = kernels.fused_attention_for(
+            keras.backend.backend(), query.shape[1], key.shape[1]
+        )
+    if flash_attention:
+        _check_fused_possible(fused, return_scores, use_dropout, dropout, query, key)
     if fused is not None and not return_scores and not use_dropout:
         output = fused(query, key, value, mask=mask, causal=causal)
         return ops.cast(output, compute_dtype)
@@ -79,6 +87,27 @@ def grouped_attention(
     if not return_scores:
         return output
     return output, ops.cast(probs, compute_dtype)
+
+
+def _check_fused_possible(fused, return_scores, use_dropout, dropout, query, key):
+    """Raises where `flash_attention=True` asks for a fused kernel the call cannot use."""
+    reason = None
+    if return_scores:
+        reason = ("it never forms the attention probabilities, so it cannot return them. "
+                  "Received: flash_attention=True, return_attention_scores=True")
+    elif use_dropout:
+        reason = ("it cannot drop attention probabilities, so it cannot train with dropout. "
+                  f"Received: flash_attention=True, dropout={dropout}, training=True")
+    elif fused is None:
+        reason = ("on this backend it needs static sequence lengths. Received: "
+                  f"flash_attention=True, query length {query.shape[1]}, "
+                  f"key length {key.shape[1]}")
+    if reason is not None:
+        raise ValueError(
+            "Received an invalid combination for `flash_attention`: True requires the "
+            f"fused attention kernel, and {reason}. Use flash_attention=None to let the "
+            "layer choose the path."
+        )
 
 
 def attention_probabilities(query, key, mask):

@@ -6,13 +6,20 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 from keras.layers import EinsumDense
 
+# Keras's own accessor for the mask attached to a tensor (not exported under
+# keras.backend). Under jax.jit a tracer cannot carry attributes, so Keras keeps
+# its mask in a side table that only this accessor reads.
+from keras.src.backend import get_keras_mask
+
 from pygqa import cache as kv_cache
 from pygqa import saving, validation
 from pygqa.attention import grouped_attention
 from pygqa.masks import combine_masks
 
-# Keyword arguments accepted through **kwargs: the base layer's options and the seed.
+# Keyword arguments accepted through **kwargs: the base layer's options, and
+# the later Keras arguments that the reference page does not name.
 _BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
+_EXTRA_KWARGS = ("seed", "flash_attention")
 
 # Offsets added to `seed` for each initializer, so that no two weights share a seed.
 _SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3}
@@ -56,8 +63,16 @@ class GroupQueryAttention(keras.layers.Layer):
         kernel_constraint: Constraint for the projection kernels.
         bias_constraint: Constraint for the projection biases.
         **kwargs: Base layer options (`name`, `dtype`, `trainable`,
-            `autocast`) and `seed`, an integer that seeds dropout and every
-            initializer that has no seed of its own.
+            `autocast`), and two arguments of later Keras versions:
+            `seed`, an integer that seeds dropout and every initializer that
+            has no seed of its own; `flash_attention`, which attention path
+            runs: None (default) chooses the fastest path for the call
+            (Keras's global `keras.config.enable_flash_attention()` /
+            `disable_flash_attention()` apply then); True requires the
+            backend's fused, memory-efficient kernel and raises a ValueError
+            for a call that cannot use it (attention scores requested,
+            dropout in training); False always computes the explicit
+            softmax(QK^T)V path. Every path gives the same numbers.
 
     Call arguments:
         query: Query tensor `(batch, target_length, query_dim)`.
@@ -120,12 +135,15 @@ class GroupQueryAttention(keras.layers.Layer):
         **kwargs,
     ):
         seed = validation.optional_seed(kwargs.pop("seed", None))
+        flash_attention = validation.optional_boolean(
+            "flash_attention", kwargs.pop("flash_attention", None)
+        )
         unknown = sorted(set(kwargs) - set(_BASE_LAYER_KWARGS))
         if unknown:
             raise TypeError(
                 "Received unknown keyword argument(s) for `GroupQueryAttention`: "
                 f"{', '.join(unknown)}. Expected the constructor's named arguments "
-                f"or one of: {', '.join(_BASE_LAYER_KWARGS + ('seed',))}. "
+                f"or one of: {', '.join(_BASE_LAYER_KWARGS + _EXTRA_KWARGS)}. "
                 f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
             )
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -143,6 +161,7 @@ class GroupQueryAttention(keras.layers.Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.seed = seed
+        self.flash_attention = flash_attention
         self.seed_generator = (
             keras.random.SeedGenerator(seed) if self.dropout > 0.0 else None
         )
@@ -154,6 +173,12 @@ class GroupQueryAttention(keras.layers.Layer):
             value_shape = query_shape if value_shape is None else value_shape
             key_shape = value_shape if key_shape is None else key_shape
             validation.input_shapes(query_shape, value_shape, key_shape)
+            validation.weights_fit_in_memory(
+                {"head_dim": self.head_dim, "num_query_heads": self.num_query_heads,
+                 "num_key_value_heads": self.num_key_value_heads},
+                {"query": query_shape[-1], "value": value_shape[-1], "key": key_shape[-1]},
+                self.use_bias, self.dtype_policy.variable_dtype,
+            )
             # b batch, t/s positions, m features, u query heads, k key/value heads, h head dim.
             u, k = self.num_query_heads, self.num_key_value_heads
             self._query_dense = self._projection("query", "btm,muh->btuh", (None, u), "uh")
@@ -205,7 +230,7 @@ class GroupQueryAttention(keras.layers.Layer):
         if value is None:  # Self-attention: the query is also value and key, mask included.
             if query_mask is None:
                 # With a single tensor argument Keras fills `mask`, not `query_mask`.
-                query_mask = getattr(query, "_keras_mask", None)
+                query_mask = get_keras_mask(query)
             value = query
             if cache is None:  # With a cache, keys are cache positions, not query rows.
                 value_mask = query_mask if value_mask is None else value_mask
@@ -248,6 +273,7 @@ class GroupQueryAttention(keras.layers.Layer):
             dropout=self.dropout,
             training=training,
             seed_generator=self.seed_generator,
+            flash_attention=self._flash_attention_setting(),
         )
         if return_attention_scores:
             output, scores = result
@@ -257,6 +283,13 @@ class GroupQueryAttention(keras.layers.Layer):
         if cache is not None:
             outputs += (cache,)
         return outputs if len(outputs) > 1 else outputs[0]
+
+    def _flash_attention_setting(self):
+        """The layer's `flash_attention`, or else Keras's global setting
+        (`keras.config.enable_flash_attention()` / `disable_flash_attention()`)."""
+        if self.flash_attention is not None:
+            return self.flash_attention
+        return keras.config.is_flash_attention_enabled()
 
     def empty_cache(self, batch_size, max_length, dtype=None):
         """A zero key/value cache for this layer, for decoding.
@@ -384,6 +417,7 @@ class GroupQueryAttention(keras.layers.Layer):
             "kernel_constraint": constraints.serialize(self.kernel_constraint),
             "bias_constraint": constraints.serialize(self.bias_constraint),
             "seed": self.seed,
+            "flash_attention": self.flash_attention,
             # Which pygqa wrote the config; from_config refuses incompatible versions.
             saving.VERSION_KEY: saving.installed_version(),
         }

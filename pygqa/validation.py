@@ -5,6 +5,7 @@ received, so that the same words reach Python and R users.
 """
 
 import numbers
+import os
 
 import numpy as np
 from keras.backend import standardize_dtype
@@ -77,6 +78,15 @@ def dropout_rate(value):
 def boolean(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(_invalid(name, "True or False", value))
+    return bool(value)
+
+
+def optional_boolean(name, value):
+    """None, or a bool (numpy's included)."""
+    if value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(_invalid(name, "None, True or False", value))
     return bool(value)
 
 
@@ -197,3 +207,41 @@ def mask(name, value, expected):
             f"explicitly, e.g. `{name} != 0`. Received: {name}.dtype={dtype}"
         )
     mask_shape(name, tuple(value.shape), expected)
+
+
+def _memory_bytes():
+    """This machine's physical memory in bytes, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gib(n):
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def weights_fit_in_memory(sizes, feature_dims, use_bias, dtype, memory_bytes=None):
+    """Refuses head sizes whose weights could not be allocated on this machine.
+
+    `sizes` maps head_dim, num_query_heads, num_key_value_heads to their values,
+    `feature_dims` the query, value and key feature sizes. Without this check an
+    absurd size (`head_dim=1e9`) ends in a backend allocator error that names
+    no argument.
+    """
+    h, u, k = sizes["head_dim"], sizes["num_query_heads"], sizes["num_key_value_heads"]
+    m, m_v, m_k = feature_dims["query"], feature_dims["value"], feature_dims["key"]
+    elements = m * u * h + m_k * k * h + m_v * k * h + u * h * m  # the four kernels
+    if use_bias:
+        elements += u * h + 2 * k * h + m
+    needed = elements * np.dtype(standardize_dtype(dtype).replace("bfloat16", "float16")).itemsize
+    memory = _memory_bytes() if memory_bytes is None else memory_bytes
+    if memory is None or needed <= memory:
+        return
+    name = max(sizes, key=sizes.get)  # the size that makes the weights this large
+    raise ValueError(
+        f"Received an invalid value for `{name}`: the layer's weights would need "
+        f"{_gib(needed)} ({dtype}; head_dim={h}, num_query_heads={u}, "
+        f"num_key_value_heads={k}, inputs with {m}/{m_v}/{m_k} query/value/key features), "
+        f"more than this machine's {_gib(memory)} of memory. Received: {name}={sizes[name]}"
+    )

@@ -89,8 +89,14 @@
 #' @param bias_constraint Optional constraint applied to the projection biases
 #'   after each update.
 #' @param ... Further constructor arguments for the Python layer, all named,
-#'   such as `name`, `dtype`, `trainable` or `seed` (the dropout seed, a whole
-#'   number).
+#'   such as `name`, `dtype`, `trainable`, `seed` (the dropout seed, a whole
+#'   number) or `flash_attention`, which attention path runs: `NULL` (the
+#'   default) chooses the fastest path for each call; `TRUE` requires the
+#'   backend's fused, memory-efficient kernel and raises an error for a call
+#'   that cannot use it (attention scores requested, dropout in training);
+#'   `FALSE` always computes the explicit softmax path. All paths give the same
+#'   numbers; the setting is kept in the layer's config. keras3 code that
+#'   passes `flash_attention` or `seed` works unchanged.
 #'
 #' @returns
 #' Depends on `object`:
@@ -211,6 +217,16 @@ check_object <- function(object, call) {
         length(object)), "pygqa_argument_error", call, argument = "object", value = object))
     }
     return(object)
+  }
+  if ((is.numeric(object) || is.logical(object)) && !is.object(object) && is.null(dim(object))) {
+    # A plain vector is never an input (inputs have rank 3); most often it is a
+    # value meant for another argument that R matched to `object` by position.
+    stop(pygqa_condition(sprintf(paste0(
+      "Received an invalid value for `object`: expected NULL, a sequential model, a tensor or ",
+      "array of rank 3, or a list of inputs. Received: object=%s, an R vector without dim. ",
+      "R matches an unnamed argument to `object`, the first formal: name it if it was meant ",
+      "for another argument (e.g. `seed = %s`)."), describe_value(object),
+      describe_value(object)), "pygqa_argument_error", call, argument = "object", value = object))
   }
   if ((is.numeric(object) || is.logical(object)) && !is.object(object) ||
       inherits(object, "python.builtin.object")) {

@@ -37,6 +37,43 @@ keras <- NULL
 .onLoad <- function(libname, pkgname) {
   keras <<- delay_load_module("keras")
   register_tensor_methods()
+  register_layer_on_keras_import()
+}
+
+# Keras finds pygqa's layer class in a saved model only if the Python module
+# `pygqa` has been imported (importing it registers the class). So that
+# `library(pygqa)` is enough for every loader in the session (this package's
+# `keras` handle, load_pygqa_model(), keras3's load_model(), a plain
+# reticulate::import("keras")), `pygqa` is imported as soon as anything
+# imports `keras`. reticulate runs "reticulate::<module>::load" hooks after a
+# module's first import (the hook behind its py_register_load_hook(), which
+# reticulate 1.41 does not export); if Keras is already imported, now.
+register_layer_on_keras_import <- function() {
+  if (python_module_imported("keras")) {
+    import_pygqa_for_saved_models()
+  } else {
+    setHook("reticulate::keras::load", import_pygqa_for_saved_models)
+  }
+}
+
+python_module_imported <- function(name) {
+  reticulate::py_available(initialize = FALSE) &&
+    tryCatch(name %in% names(reticulate::import("sys", convert = TRUE)$modules),
+             error = function(e) FALSE)
+}
+
+# Runs inside reticulate's import hook: a failure must not break the import of
+# Keras itself, so it becomes a warning that says what no longer works.
+import_pygqa_for_saved_models <- function() {
+  tryCatch(invisible(pygqa_module()), error = function(e) {
+    warning(structure(class = c("pygqa_import_warning", "warning", "condition"), list(
+      message = paste0(
+        "Keras was imported, but the Python module 'pygqa' could not be: saved models ",
+        "with pygqa layers will not load in this session.\n", conditionMessage(e)
+      ),
+      call = NULL
+    )))
+  })
 }
 
 # A proxy that imports `name` on first access. When Python is already running,

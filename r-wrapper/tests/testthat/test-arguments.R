@@ -110,3 +110,55 @@ test_that("pip requirements carry the backend extra; directories install editabl
   expect_error(pygqa:::pip_requirement(c("a", "b"), "jax"), class = "pygqa_argument_error")
   expect_error(install_pygqa(backend = "mxnet"), "should be one of")
 })
+
+test_that("a positional extra value, matched to `object` by R, is reported as `object`", {
+  skip_if_no_pygqa()
+  err <- expect_error(
+    layer_group_query_attention(head_dim = 4, num_query_heads = 4, num_key_value_heads = 2, 99),
+    class = "pygqa_argument_error"
+  )
+  expect_identical(err$argument, "object")
+  expect_match(conditionMessage(err), "Received: object=99, an R vector without dim", fixed = TRUE)
+  expect_match(conditionMessage(err), "`seed = 99`", fixed = TRUE)
+  expect_no_match(conditionMessage(err), "query")
+})
+
+test_that("flash_attention travels through `...`: kept in the config, same numbers every path", {
+  skip_if_no_pygqa()
+  set.seed(3)
+  x <- random_array(2, 6, 8)
+  layers <- lapply(list(NULL, TRUE, FALSE), function(flash) {
+    args <- list(head_dim = 4, num_query_heads = 4, num_key_value_heads = 2)
+    if (!is.null(flash)) args$flash_attention <- flash
+    do.call(layer_group_query_attention, args)
+  })
+  expect_identical(lapply(layers, function(l) l$get_config()$flash_attention),
+                   list(NULL, TRUE, FALSE))
+  out <- as.array(layers[[1]](x, use_causal_mask = TRUE))
+  for (layer in layers[-1]) {
+    layer(x)
+    layer$set_weights(layers[[1]]$get_weights())
+    expect_equal(as.array(layer(x, use_causal_mask = TRUE)), out, tolerance = tol_same_precision)
+  }
+  err <- expect_error(layers[[2]](x, return_attention_scores = TRUE), class = "pygqa_error")
+  expect_match(conditionMessage(err), "flash_attention=True, return_attention_scores=True",
+               fixed = TRUE)
+  err <- expect_error(layer_group_query_attention(head_dim = 4, num_query_heads = 4,
+                                                  num_key_value_heads = 2, flash_attention = "no"),
+                      class = "pygqa_error")
+  expect_match(conditionMessage(err), "Received: flash_attention='no'", fixed = TRUE)
+})
+
+test_that("sizes whose weights cannot fit in memory are refused when the layer builds", {
+  skip_if_no_pygqa()
+  x <- random_array(1, 3, 8)
+  for (argument in c("head_dim", "num_query_heads")) {
+    args <- list(head_dim = 4, num_query_heads = 4, num_key_value_heads = 2)
+    args[[argument]] <- 1e9
+    gqa <- do.call(layer_group_query_attention, args)
+    err <- expect_error(gqa(x), class = "pygqa_error")
+    expect_match(conditionMessage(err), sprintf("invalid value for `%s`", argument), fixed = TRUE)
+    expect_match(conditionMessage(err), "GiB")
+    expect_match(conditionMessage(err), sprintf("Received: %s=1000000000", argument), fixed = TRUE)
+  }
+})

@@ -111,3 +111,62 @@ test_that("missing, damaged and non-.keras files give classed errors naming the 
   expect_match(conditionMessage(err), "filepath=NA_character_", fixed = TRUE)
   expect_error(load_pygqa_model(good, compile = NA), class = "pygqa_argument_error")
 })
+
+# A model as users save one: padded token ids, an Embedding that masks the
+# padding, the layer reading that mask, pooled to one number per sequence.
+padded_token_model <- function() {
+  keras_py <- py_module("keras")
+  inputs <- keras$Input(shape = list(9L), dtype = "int32")
+  embedded <- keras$layers$Embedding(20L, 8L, mask_zero = TRUE)(inputs)
+  attended <- layer_group_query_attention(embedded, head_dim = 4, num_query_heads = 4,
+                                          num_key_value_heads = 2, name = "gqa")
+  pooled <- keras$layers$GlobalAveragePooling1D()(attended)
+  keras$Model(inputs, keras$layers$Dense(1L)(pooled))
+}
+
+# Runs `lines` in a new Rscript (same library paths, Python and backend) and
+# returns its standard output; the status is an attribute when it failed.
+run_fresh_r <- function(lines) {
+  script <- tempfile(fileext = ".R")
+  on.exit(unlink(script), add = TRUE)
+  writeLines(lines, script)
+  env <- c(paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep)),
+           "TF_CPP_MIN_LOG_LEVEL=2")
+  suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), c("--vanilla", shQuote(script)),
+                           stdout = TRUE, stderr = TRUE, env = env))
+}
+
+test_that("a fresh R session with only library(pygqa) loads a saved model, whoever imports Keras", {
+  skip_on_cran()
+  skip_if_no_pygqa()
+  model <- padded_token_model()
+  tokens <- matrix(c(3L, 4L, 5L, 6L, 0L, 0L, 0L, 0L, 0L,
+                     7L, 8L, 9L, 10L, 11L, 12L, 13L, 0L, 0L), nrow = 2, byrow = TRUE)
+  path <- tempfile(fileext = ".keras")
+  model$save(path)
+  expected <- model$predict(tokens, verbose = 0L)
+  data <- tempfile(fileext = ".rds")
+  saveRDS(list(tokens = tokens, path = path), data)
+  # Each loader is the first thing in its session to import Keras; the last
+  # one imports Keras before the package is attached.
+  loaders <- c(
+    package_handle = "library(pygqa); m <- keras$saving$load_model(d$path)",
+    load_pygqa_model = "library(pygqa); m <- load_pygqa_model(d$path)",
+    plain_reticulate = "library(pygqa); m <- reticulate::import('keras')$saving$load_model(d$path)",
+    keras_imported_first = paste(
+      "k <- reticulate::import('keras'); invisible(k$layers);",
+      "library(pygqa); m <- k$saving$load_model(d$path)")
+  )
+  for (name in names(loaders)) {
+    out <- tempfile(fileext = ".rds")
+    lines <- run_fresh_r(c(
+      sprintf("d <- readRDS('%s')", data),
+      loaders[[name]],
+      "stopifnot(inherits(m$get_layer('gqa'), 'pygqa.layer.GroupQueryAttention'))",
+      sprintf("saveRDS(m$predict(d$tokens, verbose = 0L), '%s')", out)
+    ))
+    expect_null(attr(lines, "status"), label = paste(name, paste(lines, collapse = "\n")))
+    expect_true(file.exists(out), label = name)
+    if (file.exists(out)) expect_equal(readRDS(out), expected, tolerance = 1e-6, label = name)
+  }
+})

@@ -50,30 +50,41 @@ def grouped_attention(
         causal: apply a top-left aligned causal mask on top of `mask`.
         return_scores: also return the probabilities, (batch, u, T, S).
         dropout, training, seed_generator: dropout on the probabilities.
-        flash_attention: None picks the fused kernel whenever the call allows
-            it; True requires it (ValueError where it cannot run); False
-            always takes the explicit path.
+        flash_attention: None picks the fastest path for the call and the
+            device (kernels/paths.py); True requires a fused kernel
+            (ValueError where none can run); False always takes the explicit
+            path.
 
     Returns:
         (batch, T, num_query_heads, head_dim), and the probabilities before
         dropout when `return_scores` is set.
     """
     compute_dtype = query.dtype
-    # Half-precision policies: logits and softmax in float32, so neither large
-    # logits nor the masking value can overflow.
-    if keras.backend.standardize_dtype(compute_dtype) in ("float16", "bfloat16"):
-        query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
-
+    backend = keras.backend.backend()
     use_dropout = dropout > 0.0 and bool(training)
-    fused = None
-    if flash_attention is not False:
-        fused = kernels.fused_attention_for(
-            keras.backend.backend(), query.shape[1], key.shape[1]
-        )
+    path = kernels.choose_path(
+        backend,
+        kernels.current_device(backend, query),
+        keras.backend.standardize_dtype(compute_dtype),
+        head_dim=query.shape[-1],
+        target_length=query.shape[1],
+        source_length=key.shape[1],
+        masked=mask is not None,
+        causal=causal,
+        scores=return_scores,
+        dropout=use_dropout,
+        flash_attention=flash_attention,
+    )
     if flash_attention:
-        _check_fused_possible(fused, return_scores, use_dropout, dropout, query, key)
-    if fused is not None and not return_scores and not use_dropout:
-        output = fused(query, key, value, mask=mask, causal=causal)
+        _check_fused_possible(path, return_scores, use_dropout, dropout, query, key)
+    # Paths that upcast (the explicit and blockwise ones) run logits, masking
+    # and softmax in float32 under half-precision policies, so neither large
+    # logits nor the masking value can overflow. The fused GPU kernels take
+    # the compute dtype and accumulate in float32 themselves.
+    if path.upcast and keras.backend.standardize_dtype(compute_dtype) in ("float16", "bfloat16"):
+        query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
+    if path.fused:
+        output = kernels.kernel(path)(query, key, value, mask=mask, causal=causal)
         return ops.cast(output, compute_dtype)
 
     if causal:
@@ -89,7 +100,7 @@ def grouped_attention(
     return output, ops.cast(probs, compute_dtype)
 
 
-def _check_fused_possible(fused, return_scores, use_dropout, dropout, query, key):
+def _check_fused_possible(path, return_scores, use_dropout, dropout, query, key):
     """Raises where `flash_attention=True` asks for a fused kernel the call cannot use."""
     reason = None
     if return_scores:
@@ -98,10 +109,13 @@ def _check_fused_possible(fused, return_scores, use_dropout, dropout, query, key
     elif use_dropout:
         reason = ("it cannot drop attention probabilities, so it cannot train with dropout. "
                   f"Received: flash_attention=True, dropout={dropout}, training=True")
-    elif fused is None:
+    elif not path.fused and (query.shape[1] is None or key.shape[1] is None):
         reason = ("on this backend it needs static sequence lengths. Received: "
                   f"flash_attention=True, query length {query.shape[1]}, "
                   f"key length {key.shape[1]}")
+    elif not path.fused:
+        reason = (f"none runs here: {path.reason}. Received: flash_attention=True, "
+                  f"backend {keras.backend.backend()!r}")
     if reason is not None:
         raise ValueError(
             "Received an invalid combination for `flash_attention`: True requires the "

@@ -1,0 +1,209 @@
+"""Which attention path a call takes, decided in one place, with the reason.
+
+`choose_path` is a pure function of the backend, the device, the compute
+dtype, the shapes and the call's options, so every decision can be tested
+without the device it is made for. The constraints of the fused kernels it
+relies on were read from the installed libraries' sources (jax 0.10.2:
+`jax/_src/cudnn/fused_attention_stablehlo.py`, `jax/_src/nn/functions.py`;
+torch 2.13: `ATen/native/transformers/sdp_utils_cpp.h` and the SDPA backend
+priority order in `ATen/Context.h`).
+
+Paths:
+
+- `explicit`: attention.py's einsum path, softmax(QK^T)V with the full
+  probabilities (scores, dropout, `flash_attention=False`).
+- `jax_blockwise`, `tf_blockwise`: pygqa's blockwise kernel (blockwise.py).
+- `jax_cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`.
+- `torch_sdpa`: `scaled_dot_product_attention(enable_gqa=True)`, torch picks
+  the backend (on a GPU: FlashAttention).
+- `torch_sdpa_cudnn`: the same call with the cuDNN backend ranked first.
+- `torch_sdpa_repeat`: key/value repeated to the query's head count, so that
+  the memory-efficient backend (which takes masks and float32) can run.
+
+Every path keeps key/value at their own head count except the last, and
+every path gives a query row without any key zero output (masking.py).
+"""
+
+import collections
+import dataclasses
+import importlib
+
+# kind: "cpu" or "gpu"; capability: (major, minor) of a CUDA GPU, else None.
+Device = collections.namedtuple("Device", ["kind", "capability"])
+CPU = Device("cpu", None)
+
+HALF_DTYPES = ("float16", "bfloat16")
+EXPLICIT = "explicit"
+
+_KERNEL_MODULES = {
+    "jax_blockwise": "pygqa.kernels.jax_blockwise",
+    "tf_blockwise": "pygqa.kernels.tf_blockwise",
+    "jax_cudnn": "pygqa.kernels.jax_cudnn",
+    "torch_sdpa": "pygqa.kernels.torch_sdpa",
+    "torch_sdpa_cudnn": "pygqa.kernels.torch_sdpa",
+    "torch_sdpa_repeat": "pygqa.kernels.torch_sdpa",
+}
+_KERNEL_FUNCTIONS = {
+    "torch_sdpa_cudnn": "attention_cudnn_first",
+    "torch_sdpa_repeat": "attention_repeated",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """A path: its name, whether half-precision inputs are cast to float32
+    before it (`upcast`), and why it was chosen."""
+
+    name: str
+    upcast: bool
+    reason: str
+
+    @property
+    def fused(self):
+        return self.name != EXPLICIT
+
+
+def choose_path(
+    backend,
+    device,
+    dtype,
+    *,
+    head_dim,
+    target_length,
+    source_length,
+    masked,
+    causal,
+    scores=False,
+    dropout=False,
+    flash_attention=None,
+):
+    """The attention path for one call.
+
+    Args:
+        backend: Keras backend name.
+        device: a `Device` (see `current_device`).
+        dtype: the compute dtype's name ("float32", "bfloat16", ...).
+        head_dim, target_length, source_length: sizes (lengths may be None
+            when not known while tracing).
+        masked: whether a boolean mask is passed (the causal flag aside).
+        causal: whether the call is causal (top-left aligned when T != S).
+        scores: whether the probabilities are returned.
+        dropout: whether dropout acts (rate > 0 and training).
+        flash_attention: the layer's setting; False forces the explicit
+            path, True and None let this function choose (attention.py
+            raises where True meets the explicit path).
+
+    Returns:
+        A `Path`.
+    """
+    half = dtype in HALF_DTYPES
+    if flash_attention is False:
+        return Path(EXPLICIT, True, "flash_attention=False asks for the explicit path")
+    if scores:
+        return Path(EXPLICIT, True, "only the explicit path forms the probabilities it returns")
+    if dropout:
+        return Path(EXPLICIT, True, "dropout acts on probabilities that fused kernels never form")
+    if backend == "torch":
+        return _torch_path(device, half, head_dim, target_length, source_length, masked, causal)
+    if backend not in ("jax", "tensorflow"):
+        return Path(EXPLICIT, True, f"pygqa has no fused kernel for the {backend} backend")
+    if target_length is None or source_length is None:
+        return Path(EXPLICIT, True, "the kernels need static sequence lengths to plan the call")
+    if backend == "tensorflow":
+        if device.kind == "gpu":
+            return Path("tf_blockwise", True, (
+                "TensorFlow has no fused attention kernel; the blockwise kernel keeps memory "
+                "linear in the length. It stays in float32: tf.einsum cannot return float32 "
+                "logits from half-precision operands, so half inputs would round the logits "
+                "(not measured on a GPU: none was at hand)"))
+        return Path("tf_blockwise", True, "the blockwise kernel was measured fastest on CPU")
+    if device.kind == "gpu":
+        refusal = _cudnn_refusal(device, half, head_dim, target_length, source_length,
+                                 masked, causal)
+        if refusal is None:
+            return Path("jax_cudnn", False, (
+                "cuDNN's fused kernel takes grouped key/value and half-precision inputs "
+                "and accumulates in float32"))
+        return Path("jax_blockwise", True, (
+            f"cuDNN cannot take this call ({refusal}); the blockwise kernel keeps memory "
+            "linear in the length, where XLA's dot_product_attention forms every logit"))
+    return Path("jax_blockwise", True, "the blockwise kernel was measured fastest on CPU")
+
+
+def _cudnn_refusal(device, half, head_dim, target_length, source_length, masked, causal):
+    """Why jax's cuDNN attention cannot take a call, or None where it can."""
+    capability = device.capability
+    if not half:
+        return "it takes only float16 and bfloat16"
+    if capability is None or capability < (8, 0):
+        return "it needs an NVIDIA GPU of compute capability 8.0 (Ampere) or newer"
+    limit = 256 if capability >= (9, 0) else 128
+    if head_dim % 8 or head_dim > limit:
+        return f"head_dim must be a multiple of 8 and at most {limit} here"
+    if _needs_dense_mask(masked, causal, target_length, source_length) and (
+        target_length % 2 or source_length % 2
+    ):
+        return "with a mask its backward pass needs even sequence lengths"
+    return None
+
+
+def _needs_dense_mask(masked, causal, target_length, source_length):
+    """Whether the kernel gets a dense mask. A causal call with T != S is
+    folded into one: pygqa's causal mask is top-left aligned, and a fused
+    kernel's causal flag is trusted only where T == S, where every alignment
+    agrees (FlashAttention 2 aligns it bottom-right, and torch's flash
+    backend refuses it for T != S)."""
+    return masked or (causal and target_length != source_length)
+
+
+def _torch_path(device, half, head_dim, target_length, source_length, masked, causal):
+    if device.kind != "gpu":
+        return Path("torch_sdpa", True, (
+            "SDPA's CPU kernels are blocked, take grouped key/value (enable_gqa) and were "
+            "measured fastest on CPU"))
+    ampere = device.capability is not None and device.capability >= (8, 0)
+    dense = _needs_dense_mask(masked, causal, target_length, source_length)
+    if half and ampere and not dense and head_dim <= 256:
+        return Path("torch_sdpa", False, (
+            "the flash backend takes grouped key/value without copying them (no mask, "
+            "causal only where T == S)"))
+    if half and ampere and head_dim % 8 == 0 and head_dim <= 128 and source_length != 1:
+        return Path("torch_sdpa_cudnn", False, (
+            "the cuDNN backend takes grouped key/value and a mask; torch ranks it after the "
+            "math backend, so the call ranks it first"))
+    return Path("torch_sdpa_repeat", False, (
+        "no fused backend takes this call with grouped key/value (flash: half precision, no "
+        "mask; cuDNN: half precision, head_dim <= 128; memory-efficient: no grouped key/value "
+        "in torch 2.13), so key/value are repeated and the memory-efficient kernel runs "
+        "instead of the math backend"))
+
+
+def kernel(path):
+    """The kernel function of a fused path: f(query, key, value, *, mask, causal)."""
+    module = importlib.import_module(_KERNEL_MODULES[path.name])
+    return getattr(module, _KERNEL_FUNCTIONS.get(path.name, "attention"))
+
+
+def current_device(backend, tensor=None):
+    """The `Device` that the backend computes on (for torch, `tensor`'s)."""
+    if backend == "torch":
+        import torch
+
+        device = getattr(tensor, "device", None)
+        if device is not None and device.type == "cuda":
+            return Device("gpu", tuple(torch.cuda.get_device_capability(device)))
+        return CPU
+    if backend == "jax":
+        import jax
+
+        if jax.default_backend() != "gpu":
+            return CPU
+        capability = getattr(jax.devices()[0], "compute_capability", None)  # CUDA only
+        if capability is None:
+            return Device("gpu", None)
+        return Device("gpu", tuple(int(part) for part in str(capability).split(".")[:2]))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return Device("gpu", None) if tf.config.list_logical_devices("GPU") else CPU
+    return CPU

@@ -66,13 +66,13 @@ class GroupQueryAttention(keras.layers.Layer):
             `autocast`), and two arguments of later Keras versions:
             `seed`, an integer that seeds dropout and every initializer that
             has no seed of its own; `flash_attention`, which attention path
-            runs: None (default) chooses the fastest path for the call
-            (Keras's global `keras.config.enable_flash_attention()` /
-            `disable_flash_attention()` apply then); True requires the
-            backend's fused, memory-efficient kernel and raises a ValueError
-            for a call that cannot use it (attention scores requested,
-            dropout in training); False always computes the explicit
-            softmax(QK^T)V path. Every path gives the same numbers.
+            runs: None (default) chooses the fastest path for the call;
+            True requires the backend's fused, memory-efficient kernel and
+            raises a ValueError for a call that cannot use it (attention
+            scores requested, dropout in training); False always computes
+            the explicit softmax(QK^T)V path. Every path gives the same
+            numbers. With None, `keras.config.disable_flash_attention()`
+            means False.
 
     Call arguments:
         query: Query tensor `(batch, target_length, query_dim)`.
@@ -285,8 +285,9 @@ class GroupQueryAttention(keras.layers.Layer):
         return outputs if len(outputs) > 1 else outputs[0]
 
     def _flash_attention_setting(self):
-        """The layer's `flash_attention`, or else Keras's global setting
-        (`keras.config.enable_flash_attention()` / `disable_flash_attention()`)."""
+        """The layer's `flash_attention`, or else Keras's global switch: None by
+        default and after `keras.config.enable_flash_attention()` (choose),
+        False after `keras.config.disable_flash_attention()`."""
         if self.flash_attention is not None:
             return self.flash_attention
         return keras.config.is_flash_attention_enabled()

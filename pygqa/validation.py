@@ -217,8 +217,11 @@ def _memory_bytes():
         return None
 
 
-def _gib(n):
-    return f"{n / 2**30:,.1f} GiB"
+def _bytes(n):
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 def weights_fit_in_memory(sizes, feature_dims, use_bias, dtype, memory_bytes=None):
@@ -241,7 +244,7 @@ def weights_fit_in_memory(sizes, feature_dims, use_bias, dtype, memory_bytes=Non
     name = max(sizes, key=sizes.get)  # the size that makes the weights this large
     raise ValueError(
         f"Received an invalid value for `{name}`: the layer's weights would need "
-        f"{_gib(needed)} ({dtype}; head_dim={h}, num_query_heads={u}, "
+        f"{_bytes(needed)} ({dtype}; head_dim={h}, num_query_heads={u}, "
         f"num_key_value_heads={k}, inputs with {m}/{m_v}/{m_k} query/value/key features), "
-        f"more than this machine's {_gib(memory)} of memory. Received: {name}={sizes[name]}"
+        f"more than this machine's {_bytes(memory)} of memory. Received: {name}={sizes[name]}"
     )

@@ -1,6 +1,7 @@
 """Shared fixtures. The backend is chosen per process with KERAS_BACKEND."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -26,3 +27,12 @@ def pytest_sessionstart(session):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter):
+    user_paths = sys.modules.get("test_user_paths")
+    if user_paths is None or not user_paths.LARGEST:
+        return
+    terminalreporter.write_line(f"user paths ({keras.backend.backend()}): largest differences")
+    for (oracle, case), difference in sorted(user_paths.LARGEST.items()):
+        terminalreporter.write_line(f"  {oracle:<28} {case:<22} {difference:.2e}")

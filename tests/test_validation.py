@@ -45,6 +45,10 @@ CONSTRUCTOR_ERRORS = [
     ("use_bias-int", dict(use_bias=1), TypeError, "`use_bias`.*use_bias=1"),
     ("seed-bool", dict(seed=True), TypeError, "`seed`.*seed=True"),
     ("seed-nan", dict(seed=float("nan")), ValueError, "`seed`.*seed=nan"),
+    ("flash_attention-string", dict(flash_attention="yes"), TypeError,
+     "`flash_attention`.*None, True or False.*flash_attention='yes'"),
+    ("flash_attention-int", dict(flash_attention=1), TypeError,
+     "`flash_attention`.*flash_attention=1"),
 ]
 
 
@@ -163,3 +167,26 @@ def test_symbolic_and_eager_calls_accept_the_same_feature_dims():
     assert tuple(out.shape) == (None, 7, 16)
     eager = pygqa.GroupQueryAttention(4, 4, 2)(_x(2, 7, 16), _x(2, 5, 24))
     assert tuple(eager.shape) == (2, 7, 16)
+
+
+@pytest.mark.parametrize("argument", ["head_dim", "num_query_heads"])
+def test_sizes_beyond_memory_are_refused_at_build_naming_the_argument(argument):
+    layer = pygqa.GroupQueryAttention(**{**GOOD, argument: 10**9})  # constructing is fine
+    with pytest.raises(ValueError, match=f"`{argument}`.*would need .* GiB.*{argument}=1000000000"):
+        layer(np.zeros((1, 3, 8), "float32"))
+    assert not layer.built
+
+
+def test_memory_check_counts_every_weight_at_the_variable_dtype():
+    from pygqa import validation
+
+    sizes = dict(head_dim=4, num_query_heads=4, num_key_value_heads=2)
+    dims = dict(query=8, value=6, key=5)
+    # kernels 8*4*4 + 5*2*4 + 6*2*4 + 4*4*8 = 344, biases 16 + 16 + 8 = 40 elements
+    validation.weights_fit_in_memory(sizes, dims, True, "float32", memory_bytes=384 * 4)
+    with pytest.raises(ValueError, match="`head_dim`: .* would need 1.5 KiB .* 1.5 KiB"):
+        validation.weights_fit_in_memory(sizes, dims, True, "float32", memory_bytes=384 * 4 - 1)
+    with pytest.raises(ValueError, match="would need 1.5 KiB .* 1,000 bytes of memory"):
+        validation.weights_fit_in_memory(sizes, dims, True, "float32", memory_bytes=1000)
+    validation.weights_fit_in_memory(sizes, dims, False, "float32", memory_bytes=344 * 4)
+    validation.weights_fit_in_memory(sizes, dims, True, "bfloat16", memory_bytes=384 * 2)

@@ -53,7 +53,10 @@ Plan = collections.namedtuple("Plan", ["rows", "num_blocks", "buckets"])
 
 def plan_blocks(batch, target_length, source_length, num_query_heads, causal):
     """Chooses the block size, the causal key-length buckets and which blocks to keep."""
-    per_row = (batch or 1) * num_query_heads * source_length
+    # The batch only sizes the blocks. It may be unknown (None) or symbolic (a
+    # JAX export with a polymorphic batch, where arithmetic on it is refused).
+    batch = batch if isinstance(batch, int) else 1
+    per_row = batch * num_query_heads * source_length
     rows = max(16, _BLOCK_ELEMENTS // per_row)
     # A multiple of 16 rows, but never more than the query has: a decoding
     # step (one row) must not compute 15 rows of padding.
@@ -69,7 +72,7 @@ def plan_blocks(batch, target_length, source_length, num_query_heads, causal):
             (first, end, min(source_length, end * rows))
             for first, end in zip(edges, edges[1:])
         )
-    block_rows = (batch or 1) * num_query_heads * rows
+    block_rows = batch * num_query_heads * rows
     return Plan(rows, num_blocks, _split_at_budget(buckets, block_rows, KEEP_ELEMENTS))
 
 

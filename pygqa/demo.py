@@ -1,109 +1,502 @@
-"""The main job: one small model with the layer, in Python and in R, checked twice.
+"""The main job: a small grouped-query-attention model of place names, trained in Python and in R.
 
-Run with `python -m pygqa.demo` (the README's first command does it for you).
-It builds a model with pygqa's layer and
-1. gives keras.layers.GroupQueryAttention the same weights and compares outputs;
-2. builds the same model in R (an `Rscript` child process using the R package
-   pygqa, with R numbers and R arrays), hands it the same weights and input,
-   and compares R's output with Python's.
-For each it prints both outputs' shapes and their largest difference.
+Run with `python -m pygqa.demo` (the README's `bash scripts/run.sh demo` does it for you).
+
+The data are 117 US place names from R's `datasets` package (`pygqa.place_names`).
+A character-level model (token and position embeddings, two blocks of causal
+grouped-query self-attention with 8 query heads sharing 2 key/value heads, each
+followed by a small feed-forward network, residuals and layer norms) learns to
+spell them. The same model is trained twice from the same seed, side by side:
+here with the Keras API, and in an `Rscript` child process with the R package
+pygqa (R's own `set_random_seed()`, R's own copy of the names).
+
+It prints both runs' losses and their largest difference, checks that the final
+weights are equal, generates names with the layer's key/value cache in both
+languages (the same text, and the same as recomputing every prefix), compares the
+cache with a multi-head model of the same width, and plots both loss curves.
+Exit status 1 when R and Python disagree (or R cannot run).
 """
 
+import argparse
+import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import numpy as np
 
-HEAD_DIM, QUERY_HEADS, KV_HEADS = 8, 8, 2
+from pygqa.place_names import PLACE_NAMES
 
-# The same model as build_model(), written by an R user. Reads x.npy and
-# w0.npy, w1.npy, ... (Python's weights, in Keras's order) from the folder given
-# as its argument, writes R's prediction to y_r.npy.
+SEED = 2023
+WIDTH, HEAD_DIM, QUERY_HEADS, KV_HEADS, BLOCKS = 64, 8, 8, 2, 2
+DROPOUT = 0.1
+EPOCHS, BATCH_SIZE, LEARNING_RATE = 60, 16, 3e-3
+PAD, BOUNDARY = 0, 1  # token 0 pads (masked); token 1 starts and ends every name
+PROMPTS = "abcdmnsw"  # generated names start with these letters
+# R and Python run the same float32 Keras code on the same data from the same
+# seed; they must agree within the issue's 1e-6 (they agree exactly on
+# TensorFlow and JAX; see the README's "Reproducible training").
+TOLERANCE = 1e-6
+DEFAULT_PLOT = pathlib.Path("docs") / "demo-losses-{backend}.png"
+
+
+def vocabulary(names):
+    """Characters in code-point order; token ids 2.. (0 pads, 1 is the boundary)."""
+    chars = sorted(set("".join(names)))
+    return {c: i + 2 for i, c in enumerate(chars)}
+
+
+def encode(names, codes, length):
+    """Inputs `[boundary, c1..cn, pad..]` and targets `[c1..cn, boundary, pad..]`, int32."""
+    x = np.full((len(names), length), PAD, "int32")
+    y = np.full((len(names), length), PAD, "int32")
+    for row, name in enumerate(names):
+        ids = [codes[c] for c in name]
+        x[row, : len(ids) + 1] = [BOUNDARY] + ids
+        y[row, : len(ids) + 1] = ids + [BOUNDARY]
+    return x, y
+
+
+def build_model(keras, pygqa, vocab_size, length):
+    """The model R's script builds too, layer for layer, in the same order."""
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    positions = keras.Input((None,), dtype="int32", name="positions")
+    token_vectors = keras.layers.Embedding(vocab_size, WIDTH, mask_zero=True,
+                                           name="token_embedding")(tokens)
+    position_vectors = keras.layers.Embedding(length, WIDTH, name="position_embedding")(positions)
+    x = keras.layers.Add(name="embed")([token_vectors, position_vectors])
+    for block in range(1, BLOCKS + 1):
+        attention = pygqa.GroupQueryAttention(HEAD_DIM, QUERY_HEADS, KV_HEADS, dropout=DROPOUT,
+                                              name=f"attention_{block}")
+        attended = attention(x, use_causal_mask=True)
+        x = keras.layers.LayerNormalization(name=f"norm_{block}a")(
+            keras.layers.Add()([x, attended]))
+        hidden = keras.layers.Dense(2 * WIDTH, activation="relu", name=f"ffn_{block}_in")(x)
+        hidden = keras.layers.Dense(WIDTH, name=f"ffn_{block}_out")(hidden)
+        x = keras.layers.LayerNormalization(name=f"norm_{block}b")(
+            keras.layers.Add()([x, hidden]))
+    logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    model = keras.Model([tokens, positions], logits)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def next_tokens_cached(keras, model, starts, length):
+    """Greedy decoding, one position per step, with each attention layer's key/value cache."""
+    ops = keras.ops
+    layer = model.get_layer
+    batch = len(starts)
+    caches = [layer(f"attention_{b}").empty_cache(batch, length) for b in range(1, BLOCKS + 1)]
+    current = np.full((batch, 1), BOUNDARY, "int32")
+    generated = [[] for _ in range(batch)]
+    for i in range(length - 1):
+        x = layer("embed")([layer("token_embedding")(current),
+                            layer("position_embedding")(np.full((batch, 1), i, "int32"))])
+        for b in range(1, BLOCKS + 1):
+            attended, caches[b - 1] = layer(f"attention_{b}")(
+                x, cache=caches[b - 1], cache_update_index=i, use_causal_mask=True)
+            x = layer(f"norm_{b}a")(ops.add(x, attended))
+            hidden = layer(f"ffn_{b}_out")(layer(f"ffn_{b}_in")(x))
+            x = layer(f"norm_{b}b")(ops.add(x, hidden))
+        predicted = np.argmax(ops.convert_to_numpy(layer("logits")(x))[:, 0], axis=-1)
+        current = (starts[:, None] if i == 0 else predicted[:, None]).astype("int32")
+        for row in range(batch):
+            generated[row].append(int(current[row, 0]))
+    return generated, caches
+
+
+def greedy_consistent(keras, model, starts, generated):
+    """Whether one call of the whole model on the generated names predicts each of their
+    tokens from the ones before (what recomputing every prefix without a cache gives)."""
+    sequences = np.concatenate([np.full((len(starts), 1), BOUNDARY, "int32"),
+                                np.array(generated, "int32")], axis=1)
+    positions = np.broadcast_to(np.arange(sequences.shape[1], dtype="int32"), sequences.shape)
+    logits = keras.ops.convert_to_numpy(model([sequences, positions], training=False))
+    predicted = np.argmax(logits, axis=-1)
+    for row, ids in enumerate(generated):
+        end = ids.index(BOUNDARY) + 1 if BOUNDARY in ids else len(ids)
+        # Position 0 saw only the boundary (the prompt letter was given, not predicted).
+        if not np.array_equal(predicted[row, 1:end], np.array(ids[1:end])):
+            return False
+    return True
+
+
+def as_text(generated, codes):
+    chars = {i: c for c, i in codes.items()}
+    texts = []
+    for ids in generated:
+        end = ids.index(BOUNDARY) if BOUNDARY in ids else len(ids)
+        texts.append("".join(chars.get(i, "?") for i in ids[:end]))
+    return texts
+
+
+# The R half: the same data (read from R's own datasets), the same model built with
+# the R package's functions, the same seed, the same decoding with the layer's cache.
+# Writes what it got into the folder given as its argument; prints "step k" lines.
 R_SCRIPT = r"""
 dir <- commandArgs(trailingOnly = TRUE)[[1]]
 suppressPackageStartupMessages(library(pygqa))
-np <- reticulate::import("numpy")
-x <- np$load(file.path(dir, "x.npy"))               # an R array (batch, time, features)
-files <- sort(list.files(dir, pattern = "^w[0-9]+[.]npy$"))
-weights <- lapply(file.path(dir, files[order(as.integer(gsub("\\D", "", files)))]), np$load)
-inputs <- keras$Input(shape = dim(x)[-1])
-attended <- layer_group_query_attention(
-  list(inputs, inputs, use_causal_mask = TRUE),
-  head_dim = %(head_dim)d, num_query_heads = %(query_heads)d, num_key_value_heads = %(kv_heads)d
-)
-outputs <- keras$layers$Dense(dim(x)[3], name = "head")(attended)
-model <- keras$Model(inputs, outputs)
-model$set_weights(weights)
-y <- model$predict(x, verbose = 0L)
-np$save(file.path(dir, "y_r.npy"), np$asarray(y, dtype = "float32"))
-cat("R", as.character(getRversion()), "pygqa", as.character(packageVersion("pygqa")),
-    "backend", keras$backend$backend(), "\n")
-""" % dict(head_dim=HEAD_DIM, query_heads=QUERY_HEADS, kv_heads=KV_HEADS)
+cfg <- jsonlite::read_json(file.path(dir, "config.json"), simplifyVector = TRUE)
+np <- reticulate::import("numpy", convert = FALSE)
+if (identical(cfg$backend, "torch")) reticulate::import("torch")$set_num_threads(1L)  # as Python
+
+places <- unique(tolower(c(datasets::state.name, names(datasets::precip))))
+chars <- sort(unique(unlist(strsplit(places, ""))), method = "radix")  # code-point order
+codes <- stats::setNames(seq_along(chars) + 1L, chars)                 # 0 pads, 1 = boundary
+len <- as.integer(cfg$length)
+encode <- function(name, last) {
+  ids <- unname(codes[strsplit(name, "")[[1]]])
+  ids <- if (last) c(ids, 1L) else c(1L, ids)
+  c(ids, rep(0L, len - length(ids)))
+}
+x <- t(vapply(places, encode, integer(len), last = FALSE, USE.NAMES = FALSE))
+y <- t(vapply(places, encode, integer(len), last = TRUE, USE.NAMES = FALSE))
+positions <- matrix(seq_len(len) - 1L, nrow(x), len, byrow = TRUE)
+vocab <- length(codes) + 2L
+width <- as.integer(cfg$width)
+
+set_random_seed(cfg$seed)
+tokens_in <- keras$Input(shape = list(NULL), dtype = "int32", name = "tokens")
+positions_in <- keras$Input(shape = list(NULL), dtype = "int32", name = "positions")
+token_vectors <- tokens_in |>
+  keras$layers$Embedding(vocab, width, mask_zero = TRUE, name = "token_embedding")()
+position_vectors <- positions_in |>
+  keras$layers$Embedding(len, width, name = "position_embedding")()
+h <- keras$layers$Add(name = "embed")(list(token_vectors, position_vectors))
+attention <- list()
+for (b in seq_len(cfg$blocks)) {
+  attention[[b]] <- layer_group_query_attention(
+    head_dim = cfg$head_dim, num_query_heads = cfg$query_heads,
+    num_key_value_heads = cfg$kv_heads, dropout = cfg$dropout, name = sprintf("attention_%d", b))
+  attended <- attention[[b]](h, use_causal_mask = TRUE)
+  h <- keras$layers$Add()(list(h, attended)) |>
+    keras$layers$LayerNormalization(name = sprintf("norm_%da", b))()
+  # One layer per statement: a layer draws its initial-weight seeds when it is
+  # created, so layers must be created in Python's order (a pipe `x |> f() |> g()`
+  # creates g's layer before f's).
+  hidden <- h |>
+    keras$layers$Dense(2L * width, activation = "relu", name = sprintf("ffn_%d_in", b))()
+  hidden <- hidden |> keras$layers$Dense(width, name = sprintf("ffn_%d_out", b))()
+  h <- keras$layers$Add()(list(h, hidden)) |>
+    keras$layers$LayerNormalization(name = sprintf("norm_%db", b))()
+}
+logits <- h |> keras$layers$Dense(vocab, name = "logits")()
+model <- keras$Model(list(tokens_in, positions_in), logits)
+invisible(model$compile(optimizer = keras$optimizers$Adam(cfg$learning_rate),
+                        loss = keras$losses$SparseCategoricalCrossentropy(from_logits = TRUE)))
+
+losses <- numeric()
+progress <- keras$callbacks$LambdaCallback(on_train_batch_end = function(batch, logs) {
+  losses <<- c(losses, as.numeric(logs$loss))
+  cat("step", length(losses), "\n")
+  flush(stdout())
+})
+set_random_seed(cfg$seed)
+history <- model$fit(list(x, positions), y, batch_size = as.integer(cfg$batch_size),
+                     epochs = as.integer(cfg$epochs), shuffle = TRUE, verbose = 0L,
+                     callbacks = list(progress))
+
+# Greedy decoding with each attention layer's key/value cache, as in Python.
+layer <- function(name) model$get_layer(name)
+starts <- unname(codes[strsplit(cfg$prompts, "")[[1]]])
+n <- length(starts)
+caches <- lapply(attention, function(a) a$empty_cache(n, len))
+current <- matrix(1L, n, 1L)
+generated <- matrix(0L, n, 0L)
+for (i in seq_len(len - 1L) - 1L) {
+  e <- layer("embed")(list(layer("token_embedding")(current),
+                           layer("position_embedding")(matrix(i, n, 1L))))
+  for (b in seq_along(attention)) {
+    step <- attention[[b]](e, cache = caches[[b]], cache_update_index = i,
+                           use_causal_mask = TRUE)
+    caches[[b]] <- step$cache
+    e <- layer(sprintf("norm_%da", b))(keras$ops$add(e, step$attention_output))
+    hidden <- layer(sprintf("ffn_%d_out", b))(layer(sprintf("ffn_%d_in", b))(e))
+    e <- layer(sprintf("norm_%db", b))(keras$ops$add(e, hidden))
+  }
+  scores <- as.array(layer("logits")(e))
+  predicted <- apply(matrix(scores, n), 1L, which.max) - 1L  # token ids count from 0
+  current <- matrix(if (i == 0L) starts else predicted, n, 1L)
+  generated <- cbind(generated, current)
+}
+text <- apply(generated, 1L, function(ids) {
+  end <- match(1L, ids, nomatch = length(ids) + 1L)
+  paste(names(codes)[ids[seq_len(end - 1L)] - 1L], collapse = "")
+})
+
+writeLines(places, file.path(dir, "names.txt"))
+writeLines(text, file.path(dir, "samples.txt"))
+invisible(np$save(file.path(dir, "losses.npy"), np$asarray(losses)))
+invisible(np$save(file.path(dir, "epoch_losses.npy"), np$asarray(unlist(history$history$loss))))
+weights <- model$get_weights()
+for (i in seq_along(weights)) {
+  np$save(file.path(dir, sprintf("w%03d.npy", i - 1L)), np$asarray(weights[[i]], dtype = "float32"))
+}
+cat(sprintf("done R %s, pygqa %s, backend %s\n", getRversion(), packageVersion("pygqa"),
+            keras$backend$backend()))
+"""
 
 
-def build_model(keras, layer, length=16, features=32):
-    """Input -> grouped-query self-attention (causal) -> Dense."""
-    inputs = keras.Input((length, features))
-    attended = layer(inputs, inputs, use_causal_mask=True)
-    outputs = keras.layers.Dense(features, name="head")(attended)
-    return keras.Model(inputs, outputs)
+class Progress:
+    """One line with a bar per run: redrawn in place on a terminal, every quarter otherwise."""
+
+    def __init__(self, total, stream=sys.stdout):
+        self.total, self.stream = total, stream
+        self.done = {"Python": 0, "R": 0}
+        self.lock = threading.Lock()
+        self.tty = stream.isatty()
+        self.quarters = -1
+
+    def advance(self, run, steps=1):
+        with self.lock:
+            self.done[run] = min(self.total, self.done[run] + steps)
+            quarter = min(self.done.values()) * 4 // self.total
+            if self.tty:
+                self.stream.write("\r" + self.line())
+            elif quarter > self.quarters:
+                self.quarters = quarter
+                self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+    def line(self):
+        def bar(n):
+            filled = 24 * n // self.total
+            return "[" + "#" * filled + "." * (24 - filled) + f"] {n:4d}/{self.total}"
+
+        return f"  Python {bar(self.done['Python'])}   R {bar(self.done['R'])}"
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\n")
 
 
-def run_in_r(x, weights):
-    """R's prediction for `x` from the same model with `weights`, or (None, reason)."""
+def start_r(folder, config, progress, seed):
+    """Starts the R run in the background; returns a function that waits and returns its output."""
     rscript = shutil.which("Rscript")
     if rscript is None:
-        return None, "Rscript not found (bash scripts/setup.sh installs R and the R package)"
-    with tempfile.TemporaryDirectory() as folder:
-        folder = pathlib.Path(folder)
-        np.save(folder / "x.npy", x)
-        for i, w in enumerate(weights):
-            np.save(folder / f"w{i}.npy", w)
-        (folder / "model.R").write_text(R_SCRIPT)
-        # The R package's Python is this Python, with this process's backend.
-        env = dict(os.environ, RETICULATE_PYTHON=sys.executable)
-        result = subprocess.run([rscript, "--vanilla", str(folder / "model.R"), str(folder)],
-                                capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            return None, "Rscript failed:\n" + result.stderr[-2000:]
-        print(result.stdout.strip())
-        return np.load(folder / "y_r.npy"), None
+        raise RuntimeError("Rscript not found: run `bash scripts/setup.sh` (it installs R and the "
+                           "R package pygqa), or put Rscript on PATH")
+    (folder / "config.json").write_text(json.dumps(dict(config, seed=seed)))
+    (folder / "demo.R").write_text(R_SCRIPT)
+    # The R package's Python is this Python, with this process's backend.
+    env = dict(os.environ, RETICULATE_PYTHON=sys.executable)
+    if config["backend"] == "torch":
+        # libtorch exports the BLAS symbol sgemm_, and in an R process R's own BLAS
+        # (loaded with R) answers for it: torch's matrix products would round
+        # differently (and run slower) than in Python. Preloading libtorch_cpu makes
+        # torch's own GEMM answer in R too.
+        import torch
+
+        library = pathlib.Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+        env["LD_PRELOAD"] = " ".join(filter(None, [str(library), env.get("LD_PRELOAD")]))
+    stderr = open(folder / "stderr.txt", "w")
+    child = subprocess.Popen([rscript, "--vanilla", str(folder / "demo.R"), str(folder)],
+                             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    lines = []
+
+    def read():
+        for line in child.stdout:
+            if line.startswith("step "):
+                progress.advance("R")
+            else:
+                lines.append(line.rstrip())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def wait():
+        code = child.wait()
+        reader.join()
+        stderr.close()
+        if code != 0:
+            tail = (folder / "stderr.txt").read_text()[-3000:]
+            raise RuntimeError(f"Rscript exited with status {code}:\n{tail}")
+        return lines
+
+    return wait
 
 
-def main():
+def read_r_results(folder):
+    weights = sorted(folder.glob("w[0-9][0-9][0-9].npy"))
+    return dict(
+        names=(folder / "names.txt").read_text().splitlines(),
+        samples=(folder / "samples.txt").read_text().splitlines(),
+        losses=np.load(folder / "losses.npy"),
+        epoch_losses=np.load(folder / "epoch_losses.npy"),
+        weights=[np.load(w) for w in weights],
+    )
+
+
+def plot(path, python_losses, r_losses, backend, steps_per_epoch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(python_losses) + 1)
+    figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    axes.plot(epochs, python_losses, lw=3, color="#4c72b0", alpha=0.6, label="Python (Keras API)")
+    axes.plot(epochs, r_losses, lw=1.2, ls="--", color="#dd5555", label="R (pygqa package)")
+    axes.set_xlabel(f"epoch ({steps_per_epoch} shuffled batches each)")
+    axes.set_ylabel("training loss (cross-entropy)")
+    axes.set_title(f"Place names, GQA {QUERY_HEADS} query / {KV_HEADS} key-value heads, {backend}")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, metadata={"Software": None})  # same losses, same bytes
+    plt.close(figure)
+
+
+def largest_difference(a, b):
+    if len(a) != len(b):
+        return float("inf")
+    return max((float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+                for x, y in zip(a, b)), default=0.0)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pygqa.demo",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"default {EPOCHS}")
+    parser.add_argument("--plot", type=pathlib.Path, default=None,
+                        help=f"where the PNG goes (default {DEFAULT_PLOT})")
+    parser.add_argument("--r-seed", type=int, default=SEED,
+                        help="seed of the R run (another value shows a disagreement)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
     import keras
 
     import pygqa
 
-    rng = np.random.default_rng(2023)
-    x = rng.normal(size=(4, 16, 32)).astype("float32")
-    ours = build_model(keras, pygqa.GroupQueryAttention(head_dim=HEAD_DIM,
-                                                        num_query_heads=QUERY_HEADS,
-                                                        num_key_value_heads=KV_HEADS, seed=1))
-    theirs = build_model(keras, keras.layers.GroupQueryAttention(HEAD_DIM, QUERY_HEADS, KV_HEADS))
-    theirs.set_weights(ours.get_weights())
-    out_ours = keras.ops.convert_to_numpy(ours.predict(x, verbose=0))
-    out_theirs = keras.ops.convert_to_numpy(theirs.predict(x, verbose=0))
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}")
-    print(f"pygqa {pygqa.__version__}: {QUERY_HEADS} query heads share {KV_HEADS} key/value "
-          f"heads (groups of {QUERY_HEADS // KV_HEADS})")
-    print(f"pygqa output shape:                         {out_ours.shape}")
-    print(f"keras.layers.GroupQueryAttention out shape: {out_theirs.shape}")
-    print(f"largest difference: {np.abs(out_ours - out_theirs).max():.3g}")
+    backend = keras.backend.backend()
+    if backend == "torch":
+        # Two runs share two cores: one thread each. Torch's OpenMP threads spin
+        # while they wait, and two of them per run on a busy machine are 5-20x slower.
+        import torch
 
-    print("\nThe same model built in R (R package pygqa, via Rscript), same weights:")
-    out_r, problem = run_in_r(x, ours.get_weights())
-    if out_r is None:
-        print(f"R comparison failed: {problem}", file=sys.stderr)
-        sys.exit(1)
-    print(f"Python output shape: {out_ours.shape}")
-    print(f"R output shape:      {out_r.shape}")
-    print(f"largest difference |R - Python|: {np.abs(out_r - out_ours).max():.3g}")
+        torch.set_num_threads(1)
+    names = list(PLACE_NAMES)
+    codes = vocabulary(names)
+    length = max(map(len, names)) + 1
+    x, y = encode(names, codes, length)
+    positions = np.broadcast_to(np.arange(length, dtype="int32"), x.shape).copy()
+    steps_per_epoch = -(-len(names) // BATCH_SIZE)
+    total_steps = args.epochs * steps_per_epoch
+    print(f"pygqa {pygqa.__version__}, keras {keras.__version__}, backend {backend}")
+    print(f"data: {len(names)} US place names from R's datasets (state.name, names(precip)), "
+          f"{len(codes)} characters, up to {length} positions")
+    print(f"model: {BLOCKS} blocks of grouped-query attention, {QUERY_HEADS} query heads sharing "
+          f"{KV_HEADS} key/value heads of size {HEAD_DIM} (width {WIDTH}), dropout {DROPOUT}; "
+          f"{args.epochs} epochs x {steps_per_epoch} shuffled batches, seed {SEED}")
+    print("training in Python and in R (Rscript) side by side:")
+
+    progress = Progress(total_steps)
+    config = dict(backend=backend, length=length, width=WIDTH, head_dim=HEAD_DIM,
+                  query_heads=QUERY_HEADS, kv_heads=KV_HEADS, blocks=BLOCKS, dropout=DROPOUT,
+                  epochs=args.epochs, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
+                  prompts=PROMPTS)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = pathlib.Path(folder)
+        try:
+            wait_for_r = start_r(folder, config, progress, args.r_seed)
+        except (RuntimeError, OSError) as error:
+            print(f"\nR run failed: {error}", file=sys.stderr)
+            return 1
+
+        keras.utils.set_random_seed(SEED)
+        model = build_model(keras, pygqa, len(codes) + 2, length)
+        losses = []
+
+        def on_step(batch, logs):
+            losses.append(float(logs["loss"]))
+            progress.advance("Python")
+
+        keras.utils.set_random_seed(SEED)  # fit()'s shuffle order (TensorFlow seeds it here)
+        history = model.fit([x, positions], y, batch_size=BATCH_SIZE, epochs=args.epochs,
+                            shuffle=True, verbose=0,
+                            callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=on_step)])
+        python_seconds = time.perf_counter() - started
+        try:
+            r_lines = wait_for_r()
+        except RuntimeError as error:
+            progress.close()
+            print(f"\nR run failed: {error}", file=sys.stderr)
+            return 1
+        progress.close()
+        from_r = read_r_results(folder)
+    training_seconds = time.perf_counter() - started
+    for line in r_lines:
+        print(f"  {line}")
+
+    epoch_losses = np.array(history.history["loss"])
+    print("\nloss per epoch (mean over the epoch's steps):")
+    print("  epoch    Python         R              |R - Python|")
+    shown = sorted({0, *range(4, args.epochs, 5), args.epochs - 1})
+    for e in shown:
+        if e < len(from_r["epoch_losses"]):
+            p, r = epoch_losses[e], from_r["epoch_losses"][e]
+            print(f"  {e + 1:5d}    {p:.9f}    {r:.9f}    {abs(r - p):.3g}")
+
+    checks = []
+
+    def check(ok, text):
+        checks.append(ok)
+        print(f"  [{'ok' if ok else 'FAILED'}] {text}")
+
+    print("\nR == Python:")
+    check(from_r["names"] == names, "the same data (R's datasets give the names Python ships)")
+    loss_diff = largest_difference(losses, from_r["losses"])
+    check(loss_diff <= TOLERANCE, f"losses at all {len(losses)} steps: largest difference "
+          f"{loss_diff:.3g}" + (" (exactly equal)" if loss_diff == 0 else ""))
+    weights = model.get_weights()
+    weight_diff = largest_difference(weights, from_r["weights"])
+    check(weight_diff <= TOLERANCE, f"final weights ({len(weights)} arrays, "
+          f"{sum(w.size for w in weights)} numbers): largest difference {weight_diff:.3g}"
+          + (" (exactly equal)" if weight_diff == 0 else ""))
+
+    starts = np.array([codes[c] for c in PROMPTS], "int32")
+    generated, caches = next_tokens_cached(keras, model, starts, length)
+    samples = as_text(generated, codes)
+    check(samples == from_r["samples"], "names generated with the key/value cache: the same text")
+    check(greedy_consistent(keras, model, starts, generated),
+          "the cache gives the text that recomputing every prefix gives")
+    known = set(names)
+    print("\nnames generated (greedy, with the key/value cache), Python | R:")
+    for ours, theirs in zip(samples, from_r["samples"]):
+        note = "(in the data)" if ours in known else "(new)"
+        print(f"  {ours:<22} | {theirs:<22} {note}")
+
+    multi_head = pygqa.GroupQueryAttention(HEAD_DIM, QUERY_HEADS, QUERY_HEADS)
+    mha_cache = multi_head.empty_cache(1, length)
+    one_gqa = caches[0][:1]
+    gqa_bytes = BLOCKS * int(np.prod(one_gqa.shape)) * 4
+    mha_bytes = BLOCKS * int(np.prod(mha_cache.shape)) * 4
+    print(f"\nkey/value cache for one name of {length} positions, {BLOCKS} blocks, float32:")
+    print(f"  grouped ({QUERY_HEADS} query / {KV_HEADS} key-value heads): {BLOCKS} x "
+          f"{tuple(one_gqa.shape)} = {gqa_bytes / 1024:.1f} KiB")
+    print(f"  multi-head, same width ({QUERY_HEADS} / {QUERY_HEADS} heads):   {BLOCKS} x "
+          f"{tuple(mha_cache.shape)} = {mha_bytes / 1024:.1f} KiB "
+          f"({mha_bytes // gqa_bytes}x larger)")
+
+    path = args.plot or pathlib.Path(str(DEFAULT_PLOT).format(backend=backend))
+    plot(path, epoch_losses, from_r["epoch_losses"], backend, steps_per_epoch)
+    print(f"\nplot of both loss curves: {path}")
+    print(f"time: {time.perf_counter() - started:.0f} s (training side by side "
+          f"{training_seconds:.0f} s, Python's run alone {python_seconds:.0f} s)")
+    if not all(checks):
+        print("R and Python disagree (see FAILED above)", file=sys.stderr)
+        return 1
+    print("R and Python agree.")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

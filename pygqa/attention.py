@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from pygqa import kernels
-from pygqa.masks import MASKED_LOGIT, with_causal
+from pygqa.masks import MASKED_LOGIT, combine_masks, sliding_window_mask, with_causal
 
 
 def softmax(logits):
@@ -35,6 +35,7 @@ def grouped_attention(
     *,
     mask=None,
     causal=False,
+    window=None,
     return_scores=False,
     dropout=0.0,
     training=False,
@@ -48,6 +49,8 @@ def grouped_attention(
         key, value: (batch, S, num_key_value_heads, head_dim).
         mask: optional boolean (batch or 1, T, S); True keeps a key.
         causal: apply a top-left aligned causal mask on top of `mask`.
+        window: a sliding window (positive int) on top of both: position t
+            attends only to positions s with |t - s| < window.
         return_scores: also return the probabilities, (batch, u, T, S).
         dropout, training, seed_generator: dropout on the probabilities.
         flash_attention: None picks the fastest path for the call and the
@@ -61,6 +64,9 @@ def grouped_attention(
     """
     compute_dtype = query.dtype
     backend = keras.backend.backend()
+    if window is not None:
+        band = sliding_window_mask(ops.shape(query)[1], ops.shape(key)[1], window)
+        mask = combine_masks(attention_mask=mask, causal=band)
     use_dropout = dropout > 0.0 and bool(training)
     path = kernels.choose_path(
         backend,

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from pygqa import validation
-from pygqa.masks import causal_mask
+from pygqa.masks import causal_mask, sliding_window_mask
 
 
 def empty_cache(batch_size, max_length, num_key_value_heads, head_dim, dtype=None):
@@ -88,7 +88,8 @@ def write(cache, key, value, cache_update_index):
     return ops.slice_update(cache, (0, 0, cache_update_index, 0, 0), update)
 
 
-def positions_mask(target_length, new_length, max_length, cache_update_index, causal):
+def positions_mask(target_length, new_length, max_length, cache_update_index, causal,
+                   window=None):
     """(T or 1, max_length) boolean mask of the cache positions each query row may see.
 
     `new_length` positions were just written at `cache_update_index`; the ones
@@ -97,9 +98,18 @@ def positions_mask(target_length, new_length, max_length, cache_update_index, ca
     position is open, and a causal mask is top-left aligned, as without cache.
     """
     if cache_update_index is None:
-        return causal_mask(target_length, max_length) if causal else None
-    start = ops.cast(cache_update_index, "int32")
-    if causal:
-        return causal_mask(target_length, max_length, offset=start)
-    written = ops.less(ops.arange(max_length), start + new_length)  # positions written so far
-    return ops.expand_dims(written, 0)  # (1, L): the same for every query row
+        start = 0
+        mask = causal_mask(target_length, max_length) if causal else None
+    else:
+        start = ops.cast(cache_update_index, "int32")
+        if causal:
+            mask = causal_mask(target_length, max_length, offset=start)
+        else:
+            written = ops.less(ops.arange(max_length), start + new_length)  # written so far
+            mask = ops.expand_dims(written, 0)  # (1, L): the same for every query row
+    if window is None:
+        return mask
+    # A sliding window: row r (position start + r) reads only the positions
+    # within `window` of its own.
+    band = sliding_window_mask(target_length, max_length, window, offset=start)
+    return band if mask is None else ops.logical_and(mask, band)

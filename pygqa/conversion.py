@@ -35,7 +35,8 @@ _SHARED_CONFIG = (
 # Fixed by the source layer's weights, so they cannot be overridden.
 _FIXED_BY_WEIGHTS = ("head_dim", "num_query_heads", "num_key_value_heads", "use_bias")
 
-_PROJECTIONS = ("query", "key", "value", "attention_output")
+# Options of the grouped layers that MultiHeadAttention does not have.
+_GROUPED_OPTIONS = ("sliding_window", "use_gate")
 
 
 def from_multi_head_attention(layer, num_key_value_heads, **kwargs):
@@ -72,7 +73,7 @@ def from_multi_head_attention(layer, num_key_value_heads, **kwargs):
 
     Args:
         layer: A built `keras.layers.MultiHeadAttention` with
-            `key_dim == value_dim`, no gate, no sliding window, rank-3 inputs
+            `key_dim == value_dim` (gated or not), rank-3 inputs
             attending over axis 1 and an output projected back to the query's
             feature size; or a built `GroupQueryAttention` (pygqa's or
             Keras's).
@@ -148,8 +149,8 @@ def from_keras(layer, **kwargs):
     `trainable` and the name.
 
     Args:
-        layer: A built `keras.layers.GroupQueryAttention` without a gate
-            (`use_gate=False`) or sliding window, which pygqa does not have.
+        layer: A built `keras.layers.GroupQueryAttention` (gated and
+            windowed layers included).
         **kwargs: Constructor arguments of pygqa's `GroupQueryAttention` that
             replace the carried-over ones, such as `name`; the head sizes and
             `use_bias` are set by the weights.
@@ -159,7 +160,7 @@ def from_keras(layer, **kwargs):
 
     Raises:
         TypeError: `layer` is not a `keras.layers.GroupQueryAttention`.
-        ValueError: `layer` is not built, or uses a gate or sliding window.
+        ValueError: `layer` is not built.
 
     Example:
 
@@ -258,7 +259,6 @@ def _describe_multi_head(layer):
             "`key_dim == value_dim`, since grouped query attention has one `head_dim` "
             f"for queries, keys and values. Received: key_dim={key_dim}, value_dim={value_dim}"
         )
-    _refuse_options_pygqa_lacks(config, "MultiHeadAttention", "GroupQueryAttention")
     query_rank = len(layer._query_dense.equation.split(",")[0])
     if query_rank != 3 or tuple(layer._attention_axes) != (1,):
         raise ValueError(
@@ -278,7 +278,8 @@ def _describe_multi_head(layer):
             "features"
         )
     carried = {name: config[name] for name in _SHARED_CONFIG}
-    carried.update(head_dim=key_dim, num_query_heads=heads)
+    # Keras's gated MultiHeadAttention has the same gate (m, heads, h) as the grouped layers.
+    carried.update(head_dim=key_dim, num_query_heads=heads, use_gate=config.get("use_gate", False))
     return dict(config=carried, weights=weights, dims=dims, num_query_heads=heads)
 
 
@@ -286,23 +287,13 @@ def _describe_grouped(layer):
     """Sizes, config and weights (as numpy) of either GroupQueryAttention, checked."""
     _check_built(layer)
     config = layer.get_config()
-    _refuse_options_pygqa_lacks(config, "GroupQueryAttention", "pygqa's GroupQueryAttention")
     weights = _weights_of(layer)
     carried = {name: config[name] for name in _SHARED_CONFIG}
+    carried.update({name: config[name] for name in _GROUPED_OPTIONS if name in config})
     carried.update(head_dim=config["head_dim"], num_query_heads=config["num_query_heads"],
                    num_key_value_heads=config["num_key_value_heads"])
     return dict(config=carried, weights=weights, dims=_input_dims(weights),
                 num_query_heads=config["num_query_heads"])
-
-
-def _refuse_options_pygqa_lacks(config, kind, target):
-    """Refuses a Keras layer configured with an option (gate, sliding window) pygqa lacks."""
-    for option, off in (("use_gate", False), ("sliding_window", None)):
-        if config.get(option, off) != off:
-            raise ValueError(
-                f"Received an invalid value for `layer`: expected a {kind} without "
-                f"`{option}`, which {target} does not have. Received: {option}={config[option]!r}"
-            )
 
 
 def _check_built(layer):
@@ -317,7 +308,7 @@ def _check_built(layer):
 def _weights_of(layer):
     """{projection: (kernel, bias or None)} as numpy arrays in the variables' dtype."""
     weights = {}
-    for name, dense in zip(_PROJECTIONS, _sublayers(layer)):
+    for name, dense in _sublayers(layer).items():
         if getattr(dense, "quantization_mode", None) is not None:
             raise ValueError(
                 "Received an invalid value for `layer`: expected unquantized projections. "
@@ -330,7 +321,12 @@ def _weights_of(layer):
 
 
 def _sublayers(layer):
-    return (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
+    """{name: projection} in the weights' order; a gated layer's gate after the key."""
+    sublayers = {"query": layer._query_dense, "key": layer._key_dense}
+    if getattr(layer, "_gate_dense", None) is not None:
+        sublayers["gate"] = layer._gate_dense
+    sublayers.update(value=layer._value_dense, attention_output=layer._output_dense)
+    return sublayers
 
 
 def _input_dims(weights):
@@ -351,7 +347,7 @@ def _new_layer(cls, config, dims, weights, overrides, source):
     layer = cls(**config)
     layer.build((None, None, dims["query"]), (None, None, dims["value"]),
                 (None, None, dims["key"]))
-    for name, dense in zip(_PROJECTIONS, _sublayers(layer)):
+    for name, dense in _sublayers(layer).items():
         kernel, bias = weights[name]
         # Variables cast float64 means (or copies) to their dtype on assignment.
         dense.kernel.assign(kernel)

@@ -19,10 +19,10 @@ from pygqa.masks import combine_masks
 # Keyword arguments accepted through **kwargs: the base layer's options, and
 # the later Keras arguments that the reference page does not name.
 _BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
-_EXTRA_KWARGS = ("seed", "flash_attention")
+_EXTRA_KWARGS = ("seed", "flash_attention", "sliding_window", "use_gate")
 
 # Offsets added to `seed` for each initializer, so that no two weights share a seed.
-_SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3}
+_SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3, "gate": 4}
 
 # Serialises builds: threads whose first calls race on one unbuilt layer would
 # otherwise each create the weights (Keras then refuses the second set).
@@ -72,7 +72,14 @@ class GroupQueryAttention(keras.layers.Layer):
             scores requested, dropout in training); False always computes
             the explicit softmax(QK^T)V path. Every path gives the same
             numbers. With None, `keras.config.disable_flash_attention()`
-            means False.
+            means False. `sliding_window` (None or a positive integer):
+            query position `t` attends only to key positions `s` with
+            `|t - s| < sliding_window`; with `use_causal_mask=True` this is
+            the causal sliding window of Mistral or Phi-3. `use_gate` (bool,
+            default False): gated attention (arXiv 2505.06708), a `gate`
+            projection of the query, `sigmoid(query @ gate_kernel + bias)`
+            of shape `(batch, T, num_query_heads, head_dim)`, multiplies
+            each head's attention output before the output projection.
 
     Call arguments:
         query: Query tensor `(batch, target_length, query_dim)`.
@@ -138,6 +145,10 @@ class GroupQueryAttention(keras.layers.Layer):
         flash_attention = validation.optional_boolean(
             "flash_attention", kwargs.pop("flash_attention", None)
         )
+        sliding_window = validation.optional_positive_int(
+            "sliding_window", kwargs.pop("sliding_window", None)
+        )
+        use_gate = validation.boolean("use_gate", kwargs.pop("use_gate", False))
         unknown = sorted(set(kwargs) - set(_BASE_LAYER_KWARGS))
         if unknown:
             raise TypeError(
@@ -162,6 +173,8 @@ class GroupQueryAttention(keras.layers.Layer):
         self.bias_constraint = constraints.get(bias_constraint)
         self.seed = seed
         self.flash_attention = flash_attention
+        self.sliding_window = sliding_window
+        self.use_gate = use_gate
         self.seed_generator = (
             keras.random.SeedGenerator(seed) if self.dropout > 0.0 else None
         )
@@ -183,6 +196,12 @@ class GroupQueryAttention(keras.layers.Layer):
             u, k = self.num_query_heads, self.num_key_value_heads
             self._query_dense = self._projection("query", "btm,muh->btuh", (None, u), "uh")
             self._key_dense = self._projection("key", "bsm,mkh->bskh", (None, k), "kh")
+            # The gate is made between key and value: Keras's weight order.
+            self._gate_dense = None
+            if self.use_gate:
+                self._gate_dense = self._projection(
+                    "gate", "btm,muh->btuh", (None, u), "uh", activation="sigmoid"
+                )
             self._value_dense = self._projection("value", "bsm,mkh->bskh", (None, k), "kh")
             self._output_dense = EinsumDense(
                 "btuh,uhm->btm",
@@ -197,6 +216,8 @@ class GroupQueryAttention(keras.layers.Layer):
                 projection.supports_masking = True
             self._query_dense.build(query_shape)
             self._key_dense.build(key_shape)
+            if self._gate_dense is not None:
+                self._gate_dense.build(query_shape)
             self._value_dense.build(value_shape)
             self._output_dense.build((None, None, u, self.head_dim))
             self._built_dims = {
@@ -259,7 +280,7 @@ class GroupQueryAttention(keras.layers.Layer):
             key, value = (ops.cast(cache[:, i], self.compute_dtype) for i in (0, 1))
             positions = kv_cache.positions_mask(
                 ops.shape(query)[1], new_length, ops.shape(cache)[2],
-                cache_update_index, causal,
+                cache_update_index, causal, self.sliding_window,
             )
             causal = False  # Folded into `positions`, which knows the query's offset.
         mask = combine_masks(query_mask, value_mask, key_mask, attention_mask, positions)
@@ -269,17 +290,19 @@ class GroupQueryAttention(keras.layers.Layer):
             value,
             mask=mask,
             causal=causal,
+            window=self.sliding_window if cache is None else None,  # the cache folds it in
             return_scores=return_attention_scores,
             dropout=self.dropout,
             training=training,
             seed_generator=self.seed_generator,
             flash_attention=self._flash_attention_setting(),
         )
+        output, scores = result if return_attention_scores else (result, None)
+        if self._gate_dense is not None:
+            output = output * self._gate_dense(query)  # (b, t, u, h), gates in (0, 1)
+        outputs = (self._output_dense(output),)  # (b, t, m)
         if return_attention_scores:
-            output, scores = result
-            outputs = (self._output_dense(output), scores)  # (b, t, m), (b, u, t, s)
-        else:
-            outputs = (self._output_dense(result),)  # (b, t, m)
+            outputs += (scores,)  # (b, u, t, s)
         if cache is not None:
             outputs += (cache,)
         return outputs if len(outputs) > 1 else outputs[0]
@@ -310,11 +333,12 @@ class GroupQueryAttention(keras.layers.Layer):
             dtype or self.compute_dtype,
         )
 
-    def _projection(self, name, equation, output_shape, bias_axes):
+    def _projection(self, name, equation, output_shape, bias_axes, activation=None):
         return EinsumDense(
             equation,
             output_shape=output_shape + (self.head_dim,),
             bias_axes=bias_axes if self.use_bias else None,
+            activation=activation,
             name=name,
             **self._sublayer_kwargs(name),
         )
@@ -419,6 +443,8 @@ class GroupQueryAttention(keras.layers.Layer):
             "bias_constraint": constraints.serialize(self.bias_constraint),
             "seed": self.seed,
             "flash_attention": self.flash_attention,
+            "sliding_window": self.sliding_window,
+            "use_gate": self.use_gate,
             # Which pygqa wrote the config; from_config refuses incompatible versions.
             saving.VERSION_KEY: saving.installed_version(),
         }

@@ -24,6 +24,15 @@ def causal_mask(target_length, source_length, offset=0):
     return ops.greater_equal(rows + offset, cols)
 
 
+def sliding_window_mask(target_length, source_length, window, offset=0):
+    """(target, source) band: row `t` (position `offset + t`) sees keys `s` with
+    `|offset + t - s| < window`. ANDed with the causal mask it is the causal
+    sliding window (the last `window` positions, the row's own included)."""
+    rows = ops.expand_dims(ops.arange(target_length), 1) + offset
+    cols = ops.expand_dims(ops.arange(source_length), 0)
+    return ops.less(ops.abs(rows - cols), window)
+
+
 def with_causal(mask, target_length, source_length):
     """`mask` (or None) ANDed with the top-left causal mask, (batch or 1, T, S)."""
     return combine_masks(attention_mask=mask, causal=causal_mask(target_length, source_length))

@@ -37,6 +37,16 @@ def positive_int(name, value):
     return as_int
 
 
+def optional_positive_int(name, value):
+    """None, or `value` as a positive Python int (see `positive_int`)."""
+    if value is None:
+        return None
+    try:
+        return positive_int(name, value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(_invalid(name, "None or a positive integer", value)) from None
+
+
 def optional_non_negative_int(name, value, expected="None or a non-negative integer"):
     """Returns `value` as an int, or None; anything but None or a whole number >= 0 raises."""
     if value is None:

@@ -226,17 +226,10 @@ def _error(kind, rng):
     if kind == "output_shape":
         bad, _ = _mha(rng, 4, 8, SHAPES["T7"], output_shape=6)
         return lambda: pygqa.from_multi_head_attention(bad, 2)
-    if kind == "use_gate":
-        bad, _ = _mha(rng, 4, 8, SHAPES["T7"], use_gate=True)
-        return lambda: pygqa.from_multi_head_attention(bad, 2)
     if kind == "rank4":
         bad = keras.layers.MultiHeadAttention(2, 4)
         bad.build((1, 3, 3, 8), (1, 3, 3, 8))
         return lambda: pygqa.from_multi_head_attention(bad, 1)
-    if kind == "keras-sliding_window":
-        bad = keras.layers.GroupQueryAttention(4, 4, 2, sliding_window=3)
-        bad.build((1, 5, 8), (1, 5, 8))
-        return lambda: pygqa.from_keras(bad)
     raise AssertionError(kind)
 
 
@@ -260,10 +253,8 @@ ERRORS = {
                                       r"value_dim=4"),
     "output_shape": (ValueError, r"output has the query's feature size.*output_shape=\(6,\) "
                                  r"for a query with 16 features"),
-    "use_gate": (ValueError, r"without `use_gate`.*Received: use_gate=True"),
     "rank4": (ValueError, r"inputs of shape \(batch, sequence, features\).*rank 4 with "
                           r"attention_axes=\(1, 2\)"),
-    "keras-sliding_window": (ValueError, r"without `sliding_window`.*sliding_window=3"),
 }
 
 

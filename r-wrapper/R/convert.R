@@ -14,8 +14,11 @@ as_whole_number <- function(value, argument, min = 1L, call = sys.call(-1L)) {
   as.integer(value)
 }
 
-# The constructor arguments that are sizes or seeds and so must be integers.
-integer_arguments <- c(head_dim = 1L, num_query_heads = 1L, num_key_value_heads = 1L, seed = 0L)
+# The constructor arguments that are sizes or seeds and so must be integers
+# (the value is the smallest allowed); the optional ones may be NULL.
+integer_arguments <- c(head_dim = 1L, num_query_heads = 1L, num_key_value_heads = 1L, seed = 0L,
+                       sliding_window = 1L)
+optional_integer_arguments <- c("seed", "sliding_window")
 
 # What each constructor argument expects, for the NA error below.
 expected_values <- c(
@@ -25,7 +28,8 @@ expected_values <- c(
   kernel_regularizer = "NULL or a regularizer", bias_regularizer = "NULL or a regularizer",
   activity_regularizer = "NULL or a regularizer", kernel_constraint = "NULL or a constraint",
   bias_constraint = "NULL or a constraint", name = "a string", dtype = "a dtype name or policy",
-  trainable = "TRUE or FALSE", autocast = "TRUE or FALSE"
+  trainable = "TRUE or FALSE", autocast = "TRUE or FALSE", use_gate = "TRUE or FALSE",
+  flash_attention = "NULL, TRUE or FALSE"
 )
 
 # NA has no meaning for any argument, and reticulate would turn a logical NA
@@ -44,7 +48,7 @@ check_no_na <- function(args, call) {
 coerce_integer_arguments <- function(args, call) {
   check_no_na(args[setdiff(names(args), names(integer_arguments))], call)
   for (name in intersect(names(args), names(integer_arguments))) {
-    if (name == "seed" && is.null(args[[name]])) next
+    if (name %in% optional_integer_arguments && is.null(args[[name]])) next
     args[[name]] <- as_whole_number(args[[name]], name, integer_arguments[[name]], call)
   }
   args

@@ -95,8 +95,13 @@
 #'   backend's fused, memory-efficient kernel and raises an error for a call
 #'   that cannot use it (attention scores requested, dropout in training);
 #'   `FALSE` always computes the explicit softmax path. All paths give the same
-#'   numbers; the setting is kept in the layer's config. keras3 code that
-#'   passes `flash_attention` or `seed` works unchanged.
+#'   numbers; the setting is kept in the layer's config. `sliding_window`, a
+#'   whole number: position `t` attends only to positions `s` with
+#'   `abs(t - s) < sliding_window` (with `use_causal_mask = TRUE`, the causal
+#'   sliding window of Mistral or Phi-3). `use_gate = TRUE`: gated attention
+#'   (arXiv 2505.06708), a sigmoid `gate` projection of the query that scales
+#'   each head's output before the output projection. keras3 code that passes
+#'   any of these works unchanged.
 #'
 #' @returns
 #' Depends on `object`:

@@ -32,14 +32,21 @@ class Layout:
     value_dim: int | None = None
     key_dim: int | None = None  # None: key = value
     weights_from: str = "python"  # who makes the weights: "python" or "r"
+    options: tuple = ()  # further constructor options, ((name, value), ...)
 
     @property
     def id(self):
         u, v = self.heads
         kind = "mha" if u == v else "mqa" if v == 1 else "gqa"
         source = "self" if self.source is None else f"S{self.source}"
+        options = "".join(f"-{name}{value}" for name, value in self.options)
         return (f"{kind}{u}x{v}-h{self.head_dim}-{'bias' if self.use_bias else 'nobias'}"
-                f"-b{self.batch}-T{self.target}{source}-{self.weights_from}_weights")
+                f"-b{self.batch}-T{self.target}{source}{options}-{self.weights_from}_weights")
+
+    @property
+    def weight_count(self):
+        per_projection = 2 if self.use_bias else 1
+        return per_projection * (5 if dict(self.options).get("use_gate") else 4)
 
 
 # Small shapes (jax runs eagerly here, one compile per new shape); odd lengths,
@@ -57,6 +64,11 @@ LAYOUTS = [
     Layout("j", (8, 1), 32, True, 1, 17, 1, 16, 6, weights_from="r"),
     Layout("k", (12, 4), 1, False, 2, 4, 6, 5, 7, 3, weights_from="r"),
     Layout("l", (2, 2), 64, True, 2, 8, 3, 64, 16),
+    # Keras 3.15's options, through `...` in R: gate, sliding window, both.
+    Layout("m", (8, 2), 8, True, 2, 9, 7, 16, 16, weights_from="r",
+           options=(("sliding_window", 3), ("use_gate", True))),
+    Layout("n", (4, 2), 4, False, 1, 11, None, 8, options=(("sliding_window", 2),)),
+    Layout("o", (4, 1), 4, True, 2, 6, 8, 12, 10, options=(("use_gate", True),)),
 ]
 
 # Call variants: name -> (call arguments, which masks to pass).
@@ -103,7 +115,8 @@ def _run_layout(r, layout):
         calls.append({**args, **{name: masks[name] for name in mask_names}})
 
     u, kv = layout.heads
-    python = pygqa.GroupQueryAttention(layout.head_dim, u, kv, use_bias=layout.use_bias)
+    python = pygqa.GroupQueryAttention(layout.head_dim, u, kv, use_bias=layout.use_bias,
+                                       **dict(layout.options))
     f32 = [None if x is None else x.astype(np.float32) for x in (q, v, k)]
     python(*f32)
     py_weights = None
@@ -113,7 +126,9 @@ def _run_layout(r, layout):
         python.set_weights(py_weights)
 
     r_args = {"head_dim": float(layout.head_dim), "num_query_heads": float(u),
-              "num_key_value_heads": float(kv), "use_bias": layout.use_bias}
+              "num_key_value_heads": float(kv), "use_bias": layout.use_bias,
+              **{name: float(value) if name == "sliding_window" else value
+                 for name, value in layout.options}}
     from_r = r.fn("run_group")(r_args, py_weights, q, v, k, calls, r_seed=LAYOUTS.index(layout))
     if layout.weights_from == "r":
         python.set_weights([np.asarray(w, dtype=np.float32) for w in from_r["weights"]])
@@ -139,7 +154,7 @@ def test_weights_arrive_unchanged(r, layout):
     run = _run_layout(r, layout)
     r_weights = run["r"]["weights"]
     py_weights = run["py_layer"].get_weights()
-    assert len(r_weights) == len(py_weights) == (8 if layout.use_bias else 4)
+    assert len(r_weights) == len(py_weights) == layout.weight_count
     for r_w, py_w in zip(r_weights, py_weights):
         assert r_w.shape == py_w.shape
         np.testing.assert_array_equal(r_w.astype(np.float32), py_w)

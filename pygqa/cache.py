@@ -13,6 +13,15 @@ causal mask, query row `r` sits at position `i + r` and sees keys up to it, so
 decoding one position at a time gives the same outputs as one causal call over
 the whole sequence. Everything has a fixed size and the index may be a tensor,
 so a decoding step compiles once under `jax.jit` / `tf.function`.
+
+A layer with a sliding window reads its cache as a rolling buffer: position
+`p` lives in slot `p % max_length`. A cache at least as long as the sequence
+is then laid out exactly as above (slot = position); a shorter one (Mistral's
+rolling cache) keeps memory bounded by the window: `max_length =
+sliding_window` serves token-by-token decoding of any length, and a call that
+adds T positions at once needs `max_length >= sliding_window + T - 1` once
+the buffer wraps (its first row still needs `sliding_window - 1` older
+positions). Masks on keys then index slots, not positions.
 """
 
 import numbers
@@ -56,8 +65,12 @@ def update_index(value):
 
 
 def check(cache_shape, cache_update_index, query_shape, value_shape, num_key_value_heads,
-          head_dim):
-    """Checks the cache's shape and that the new positions (value's) fit in it."""
+          head_dim, window=None):
+    """Checks the cache's shape and that the new positions (value's) fit in it.
+
+    With a sliding `window` the cache is a rolling buffer: the new positions
+    must not overwrite positions their own rows still read.
+    """
     expected = (query_shape[0], 2, None, num_key_value_heads, head_dim)
     shape = validation.dims(cache_shape)
     if not validation.shape_matches(shape, expected):
@@ -68,6 +81,9 @@ def check(cache_shape, cache_update_index, query_shape, value_shape, num_key_val
             f"Received: cache.shape={shape}"
         )
     new, max_length = value_shape[1], shape[2]
+    if window is not None and cache_update_index is not None and None not in (new, max_length):
+        _check_rolling(cache_update_index, new, max_length, window)
+        return
     if (
         isinstance(cache_update_index, int)
         and None not in (new, max_length)
@@ -77,6 +93,20 @@ def check(cache_shape, cache_update_index, query_shape, value_shape, num_key_val
             "Received an invalid value for `cache_update_index`: the new positions "
             f"({new} from index {cache_update_index}) must fit in the cache's "
             f"max_length {max_length}. Received: cache_update_index={cache_update_index}"
+        )
+
+
+def _check_rolling(index, new, max_length, window):
+    wraps = not isinstance(index, int) or index + new > max_length
+    if new > max_length or (wraps and new + window - 1 > max_length):
+        raise ValueError(
+            "Received an invalid value for `cache`: a rolling cache of max_length "
+            f"{max_length} cannot take {new} new positions with sliding_window={window} "
+            f"once it wraps: the first new row still reads the {window - 1} positions before "
+            f"it, so it needs max_length >= {new + window - 1}. Write at most "
+            f"{max(max_length - window + 1, 0)} positions per call, or make a longer cache. "
+            f"Received: cache.shape[2]={max_length}, cache_update_index={index}, "
+            f"{new} new positions"
         )
 
 
@@ -109,7 +139,37 @@ def positions_mask(target_length, new_length, max_length, cache_update_index, ca
             mask = ops.expand_dims(written, 0)  # (1, L): the same for every query row
     if window is None:
         return mask
-    # A sliding window: row r (position start + r) reads only the positions
-    # within `window` of its own.
-    band = sliding_window_mask(target_length, max_length, window, offset=start)
-    return band if mask is None else ops.logical_and(mask, band)
+    if cache_update_index is None:  # a cache only read: top-left aligned, as without one
+        band = sliding_window_mask(target_length, max_length, window)
+        return band if mask is None else ops.logical_and(mask, band)
+    # A rolling buffer: slot j holds position held[j]; row r is position start + r
+    # and reads the written positions within `window` of its own (causal: not after it).
+    held = slot_positions(max_length, start + new_length - 1)[None]  # (1, L)
+    rows = (start + ops.arange(target_length, dtype="int32"))[:, None]  # (T, 1)
+    keep = ops.logical_and(ops.greater_equal(held, 0), ops.less(ops.abs(rows - held), window))
+    return ops.logical_and(keep, ops.less_equal(held, rows)) if causal else keep
+
+
+def write_rolling(cache, key, value, cache_update_index):
+    """Writes key/value (b, T, k, h) at positions `i .. i + T - 1` into slots `p % L`.
+
+    A one-hot (T, L) product instead of `slice_update`: the slots may wrap
+    around the end of the buffer, and the index may be a tensor.
+    """
+    max_length, new = cache.shape[2], key.shape[1]
+    update = ops.cast(ops.stack([key, value], axis=1), cache.dtype)  # (b, 2, T, k, h)
+    positions = ops.cast(cache_update_index, "int32") + ops.arange(new, dtype="int32")
+    slots = ops.mod(positions, max_length)
+    one_hot = ops.cast(ops.equal(slots[:, None], ops.arange(max_length)[None]), cache.dtype)
+    written = ops.max(one_hot, axis=0)[None, None, :, None, None]  # (1, 1, L, 1, 1)
+    # Letters: t new position, l slot, b batch, c key or value, k head, h feature.
+    placed = ops.einsum("tl,bctkh->bclkh", one_hot, update)  # (b, 2, L, k, h)
+    return cache * (1 - written) + placed
+
+
+def slot_positions(max_length, last_position):
+    """The position each slot of a rolling buffer holds once `last_position` is
+    written: the latest p <= last_position with p % L == slot; negative where
+    nothing was written yet."""
+    slots = ops.arange(max_length, dtype="int32")
+    return last_position - ops.mod(last_position - slots, max_length)

@@ -273,7 +273,8 @@ class GroupQueryAttention(keras.layers.Layer):
         else:
             new_length = ops.shape(value)[1]
             if cache_update_index is not None:
-                cache = kv_cache.write(
+                write = kv_cache.write if self.sliding_window is None else kv_cache.write_rolling
+                cache = write(
                     cache, self._key_dense(key), self._value_dense(value), cache_update_index
                 )
             # (b, L, k, h), in the compute dtype whatever dtype the cache was made in.
@@ -377,7 +378,7 @@ class GroupQueryAttention(keras.layers.Layer):
         batch, target, source = query.shape[0], query.shape[1], value.shape[1]
         if cache is not None:
             kv_cache.check(cache.shape, cache_update_index, query.shape, value.shape,
-                           self.num_key_value_heads, self.head_dim)
+                           self.num_key_value_heads, self.head_dim, self.sliding_window)
             source = cache.shape[2]  # Keys and values are the cache's positions.
         for name, mask, expected in (
             ("query_mask", query_mask, (batch, target)),

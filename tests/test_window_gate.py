@@ -194,3 +194,66 @@ def test_windowed_decoding_equals_one_causal_windowed_call(prefill, rng):
                            use_causal_mask=True)
         outputs.append(to_numpy(out))
     np.testing.assert_allclose(np.concatenate(outputs, axis=1), whole, atol=ATOL, rtol=RTOL)
+
+
+def _decode_rolling(layer, x, max_length, chunk, step=None):
+    """Decodes `x` into a rolling cache of `max_length` slots, `chunk` positions per call."""
+    step = step or (lambda x_, cache, i: layer(x_, cache=cache, cache_update_index=i,
+                                               use_causal_mask=True))
+    cache = layer.empty_cache(x.shape[0], max_length)
+    outputs = []
+    for i in range(0, x.shape[1], chunk):
+        out, cache = step(x[:, i : i + chunk], cache, keras.ops.convert_to_tensor(i, "int32"))
+        outputs.append(to_numpy(out))
+    return np.concatenate(outputs, axis=1), cache
+
+
+@pytest.mark.parametrize("max_length, chunk", [(3, 1), (4, 2), (7, 5), (30, 4)],
+                         ids=["window-slots", "window+1", "window+4-prefill", "longer"])
+def test_rolling_cache_of_window_size_decodes_like_one_call(max_length, chunk, rng):
+    """Memory bounded by the window: slots are reused, the numbers stay those of one call."""
+    x = rng.normal(size=(2, 17, 16)).astype("float32")
+    layer = pygqa.GroupQueryAttention(4, 8, 2, sliding_window=3)
+    whole = to_numpy(layer(x, use_causal_mask=True))
+    decoded, cache = _decode_rolling(layer, x, max_length, chunk)
+    assert tuple(cache.shape) == (2, 2, max_length, 2, 4)
+    np.testing.assert_allclose(decoded, whole, atol=ATOL, rtol=RTOL)
+
+
+def test_rolling_decoding_compiles_once(rng):
+    x = rng.normal(size=(1, 9, 16)).astype("float32")
+    layer = pygqa.GroupQueryAttention(4, 4, 1, sliding_window=4)
+    whole = to_numpy(layer(x, use_causal_mask=True))
+    traces = []
+
+    def step(x_step, cache, index):
+        traces.append(1)
+        return layer(x_step, cache=cache, cache_update_index=index, use_causal_mask=True)
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        compiled = jax.jit(step)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(step)
+    else:
+        compiled = step
+    decoded, _ = _decode_rolling(layer, x, 4, 1, step=compiled)
+    np.testing.assert_allclose(decoded, whole, atol=ATOL, rtol=RTOL)
+    if backend != "torch":
+        assert len(traces) == 1
+
+
+def test_rolling_cache_refuses_writes_that_overwrite_what_they_read(rng):
+    x = rng.normal(size=(1, 8, 16)).astype("float32")
+    layer = pygqa.GroupQueryAttention(4, 4, 2, sliding_window=3)
+    cache = layer.empty_cache(1, 4)
+    with pytest.raises(ValueError, match=r"`cache`: a rolling cache of max_length 4 cannot take "
+                                         r"3 new positions with sliding_window=3.*>= 5.*at most 2"):
+        layer(x[:, 1:4], cache=cache, cache_update_index=2, use_causal_mask=True)
+    with pytest.raises(ValueError, match="cannot take 5 new positions"):
+        layer(x[:, :5], cache=cache, cache_update_index=0, use_causal_mask=True)
+    layer(x[:, :4], cache=cache, cache_update_index=0, use_causal_mask=True)  # fits, no wrap

@@ -118,6 +118,7 @@ pygqa_module <- function() {
         "the 'pygqa' found in %s is not the Python package: it has no GroupQueryAttention", where
       )))
     }
+    check_python_version(module)  # R and Python pygqa must be the same version (version.R)
     .pygqa$module <- module
   }
   .pygqa$module

@@ -32,3 +32,58 @@ def test_cache_bytes_formula_matches_a_real_cache():
     layer = pygqa.GroupQueryAttention(decode.HEAD_DIM, 8, 2)
     cache = layer.empty_cache(3, 40)
     assert to_numpy(cache).nbytes == decode.cache_bytes(3, 40, 2)
+
+
+def test_cpu_info_reads_model_extensions_and_caches(tmp_path):
+    from pygqa.bench import machine
+
+    (tmp_path / "cpuinfo").write_text(
+        "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
+    )
+    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "1024K"), (3, "Unified", "32768K")]):
+        folder = tmp_path / "cache" / f"index{index}"
+        folder.mkdir(parents=True)
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{text}\n")
+    info = machine.cpu_info(str(tmp_path / "cpuinfo"), str(tmp_path / "cache"))
+    assert info["model"] == "Test CPU 9000"
+    assert info["extensions"] == ["AVX2", "FMA", "AVX-512", "AVX512_BF16"]
+    assert info["has_amx"] is False
+    assert info["caches"] == {"L1d": "48K", "L2": "1024K", "L3": "32768K"}
+    text = machine.caption({"cpu": info, "libraries": {}})
+    assert "Test CPU 9000" in text and "AVX512_BF16 (no AMX)" in text and "L3 32768K" in text
+
+
+def test_results_record_the_cpu_and_ratio_spreads(tmp_path):
+    import keras
+
+    from pygqa.bench import run_suite
+    from pygqa.bench.shapes import Shape
+
+    rows = run_suite(shapes=[Shape("D", 1, 16)], rounds=3, memory_check=False,
+                     out=str(tmp_path), progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    cpu = saved["meta"]["machine"]["cpu"]
+    assert cpu["logical_cpus"] >= 1 and cpu["model"]
+    libraries = saved["meta"]["machine"]["libraries"]
+    assert libraries["numpy_blas"]
+    expected = {"tensorflow": "tf_onednn", "torch": "torch_onednn", "jax": "jaxlib"}
+    assert libraries[expected[keras.backend.backend()]]
+    for row in rows:
+        low, high = row["ratio_spread"]
+        assert low <= row["ratio"] <= high
+    table = (tmp_path / "results.md").read_text()
+    assert f"Measured on: {cpu['model']}" in table
+    assert f"({rows[1]['ratio_spread'][0]:.2f}-" in table
+
+
+def test_block_size_follows_the_last_level_cache():
+    from pygqa.kernels import blockwise
+
+    assert blockwise.cache_block_elements(32 << 20) == 1 << 21  # a quarter of 32 MiB, float32
+    assert blockwise.cache_block_elements(1 << 20) == 1 << 20  # clamped below
+    assert blockwise.cache_block_elements(1 << 30) == 1 << 22  # and above
+    plan = blockwise.plan_blocks(1, 2048, 2048, 8, False, block_elements=1 << 21)
+    assert plan.rows == 128 and plan.num_blocks == 16
+    assert blockwise.plan_blocks(1, 2048, 2048, 8, False).rows == 256  # the default is unchanged

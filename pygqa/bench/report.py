@@ -7,6 +7,7 @@ import json
 import os
 
 from pygqa.bench.impls import IMPLS, LABELS
+from pygqa.bench.machine import caption
 from pygqa.bench.shapes import D_MODEL, HEAD_DIM, KV_HEADS, QUERY_HEADS, SHAPES
 
 MODE_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd"}
@@ -42,8 +43,8 @@ def summary(root):
     head = ["shape"] + [f"{b} {m}" for b in backends for m in ("fwd", "fwd+bwd", "mem")]
     lines = [
         "Per backend: keras GQA time / pygqa time for forward and forward+backward (median of",
-        "per-round ratios; > 1: pygqa faster), and pygqa / keras GQA peak memory of",
-        "forward+backward (< 1: pygqa uses less).",
+        "per-round ratios, with the smallest and largest round in brackets; > 1: pygqa",
+        "faster), and pygqa / keras GQA peak memory of forward+backward (< 1: pygqa uses less).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -63,23 +64,35 @@ def summary(root):
                 bwd.get("keras_gqa", {}).get("peak_mib"),
             )
             cells += [
-                _fmt(fwd and fwd["ratio"], ".2f") + "x",
-                _fmt(bwd.get("keras_gqa") and bwd["keras_gqa"]["ratio"], ".2f") + "x",
+                _ratio_cell(fwd),
+                _ratio_cell(bwd.get("keras_gqa")),
                 f"{mine / ref:.2f}" if mine is not None and ref else "–",
             ]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     lines += [
         "",
-        "| backend | date | load avg | GEMM GFLOP/s | pygqa commit |",
-        "|---|---|---|---|---|",
+        "| backend | date | load avg | GEMM GFLOP/s | rounds | pygqa commit | CPU and math library |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b in backends:
         m = runs[b]["meta"]
         lines.append(
             f"| {b} | {m['date']} | {m.get('load_start')} / {m.get('load_end')} | "
-            f"{m['gemm_gflops']:.0f} | {m.get('commit')} |"
+            f"{m['gemm_gflops']:.0f} | {m.get('rounds')} | {m.get('commit')} | "
+            f"{caption(m.get('machine'))} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _ratio_cell(row):
+    """"1.23x (1.10-1.31)": the median paired ratio and its per-round range."""
+    if not row:
+        return "–"
+    cell = _fmt(row["ratio"], ".2f") + "x"
+    spread = row.get("ratio_spread")
+    if spread:
+        cell += f" ({spread[0]:.2f}-{spread[1]:.2f})"
+    return cell
 
 
 def _fmt(value, spec, missing="–"):
@@ -120,10 +133,13 @@ def markdown(rows, meta):
         f"{meta.get('load_start')} / {meta.get('load_end')}. "
         f"GEMM roofline (2048x2048 float32 matmul, best of 10): {meta['gemm_gflops']:.0f} GFLOP/s.",
         "",
+        f"Measured on: {caption(meta.get('machine'))}.",
+        "",
         "## Time",
         "",
         "Median ms per call; `x/pygqa` = median over rounds of that implementation's time "
-        "divided by pygqa's in the same round (> 1: pygqa is faster); `%GEMM` = the GQA "
+        "divided by pygqa's in the same round (> 1: pygqa is faster), with the smallest and "
+        "largest round in brackets; `%GEMM` = the GQA "
         "layer's FLOPs / time as a fraction of the GEMM roofline.",
         "",
     ]
@@ -138,7 +154,7 @@ def markdown(rows, meta):
             _fmt(case[i]["median_ms"], ".1f") + ("" if case[i]["parity_ok"] else " ✗")
             for i in impls
         ]
-        cells += [_fmt(case[i]["ratio"], ".2f") + "x" for i in others]
+        cells += [_ratio_cell(case[i]) for i in others]
         cells += [_fmt(100 * case[i]["gemm_fraction"], ".0f") + "%" for i in impls]
         lines.append("| " + " | ".join(cells) + " |")
     if any(not r.get("parity_ok", True) for r in rows):
@@ -268,7 +284,9 @@ def plot(rows, meta, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"pygqa vs Keras, {meta['backend']} backend, {meta['cpus']} CPUs, float32", fontsize=10
+        f"pygqa vs Keras, {meta['backend']} backend, float32, {meta.get('date')}\n"
+        f"{caption(meta.get('machine'))}",
+        fontsize=9,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

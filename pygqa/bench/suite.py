@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from pygqa.bench import backends, impls, memory, report, timing
+from pygqa.bench import backends, impls, machine, memory, report, timing
 from pygqa.bench.shapes import (
     D_MODEL,
     MODES,
@@ -146,6 +146,7 @@ def _metadata(rounds, stand_in):
         + (" (STAND-IN: keras GQA)" if stand_in else ""),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "machine": machine.describe(),  # CPU, extensions, caches, BLAS/oneDNN
         "rounds": rounds,
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "load_start": round(os.getloadavg()[0], 1),
@@ -186,6 +187,7 @@ def _time_case(layers, shape, mode, x, rounds, budget_s, gemm_gflops):
                 rounds=len(samples[name]),
                 median_ms=median * 1e3,
                 ratio=timing.paired_ratio(samples, name),
+                ratio_spread=list(timing.ratio_spread(samples, name)),
                 flops=flops,
                 gemm_fraction=flops / median / 1e9 / gemm_gflops,
                 parity_err=errors[name],

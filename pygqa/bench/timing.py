@@ -47,7 +47,18 @@ def time_interleaved(steps, rounds, warmup=1, min_sample_s=0.05, budget_s=None, 
 
 def paired_ratio(samples, other, reference="pygqa"):
     """Median over rounds of other_time / reference_time (> 1: reference is faster)."""
-    return statistics.median(o / r for o, r in zip(samples[other], samples[reference], strict=True))
+    return statistics.median(_ratios(samples, other, reference))
+
+
+def ratio_spread(samples, other, reference="pygqa"):
+    """(smallest, largest) per-round ratio other_time / reference_time: how far
+    single rounds strayed from the median (the spread a table shows)."""
+    ratios = _ratios(samples, other, reference)
+    return min(ratios), max(ratios)
+
+
+def _ratios(samples, other, reference):
+    return [o / r for o, r in zip(samples[other], samples[reference], strict=True)]
 
 
 def gemm_gflops(n=2048, reps=10):

@@ -10,11 +10,15 @@ from tensorflow.python.eager.record import should_record_backprop
 from pygqa.kernels import blockwise
 from pygqa.kernels.masking import prepare, zero_empty_rows
 
+# Blocks sized from this machine's last-level cache (see blockwise.cache_block_elements),
+# read once at import. JAX keeps blockwise's constant: only TensorFlow was measured.
+_BLOCK_ELEMENTS = blockwise.cache_block_elements()
+
 
 def attention(query, key, value, *, mask=None, causal=False):
     mask, has_key = prepare(mask, causal, query.shape[1], key.shape[1])
     plan = blockwise.plan_blocks(query.shape[0], query.shape[1], key.shape[1],
-                                 query.shape[2], causal)
+                                 query.shape[2], causal, _BLOCK_ELEMENTS)
     keep = should_record_backprop([query, key, value])
 
     @tf.custom_gradient

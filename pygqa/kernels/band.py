@@ -24,7 +24,6 @@ torch's fused SDPA per query block instead.
 """
 
 import collections
-import importlib
 import math
 
 import keras
@@ -49,12 +48,6 @@ _ROWS_PER_WINDOW = 4
 # batched into steps up to this size, so small windows do not pay a loop
 # iteration per 32-row block, and large ones stay within a bounded working set.
 STEP_ELEMENTS = 1 << 22
-
-_BACKEND_MODULES = {
-    "jax": "pygqa.kernels.band_jax",
-    "tensorflow": "pygqa.kernels.band_tf",
-    "torch": "pygqa.kernels.band_torch",
-}
 
 # rows: R; num_blocks: blocks after padding T (a multiple of per_step);
 # per_step: blocks per loop step; left / right: chunks a block reaches before /
@@ -87,9 +80,19 @@ def attention(query, key, value, *, window, mask=None, causal=False):
                 f"Received an invalid `{name}` for band attention: expected a static "
                 f"sequence length (a Python int). Received: shape {tuple(query.shape)}"
             )
+    query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
+    mask = None if mask is None else ops.convert_to_tensor(mask)
     backend = keras.backend.backend()
-    if backend in _BACKEND_MODULES:
-        module = importlib.import_module(_BACKEND_MODULES[backend])
+    # Import statements, not importlib: TensorFlow's autograph tries to convert
+    # a function called inside a tf.function, and warns on importlib's.
+    module = None
+    if backend == "jax":
+        from pygqa.kernels import band_jax as module
+    elif backend == "tensorflow":
+        from pygqa.kernels import band_tf as module
+    elif backend == "torch":
+        from pygqa.kernels import band_torch as module
+    if module is not None:
         return module.attention(query, key, value, window=window, mask=mask, causal=causal)
     # Other backends: the same blocks in a Python loop, differentiated by autodiff.
     plan = plan_band(query.shape[0], query.shape[1], key.shape[1], query.shape[2],

@@ -1,0 +1,242 @@
+"""Sliding-window benchmark: pygqa's band kernel against Keras's windowed layer.
+
+`python -m pygqa.bench.window [--lengths 4096,8192,16384] [--window 512]` runs
+one backend (KERAS_BACKEND) and rewrites benchmarks/results/window.md from the
+results of every backend run so far (benchmarks/results/window.json).
+
+Both sides compute the same function with the same weights: Keras's
+`keras.layers.GroupQueryAttention(64, 8, 2, sliding_window=W)` called with
+`use_causal_mask=True`, and `BandAttention` below, the same four projections
+around `pygqa.kernels.band.attention` (until the layer dispatches to it).
+Self-attention, batch 1, float32, forward+backward (gradients of the input
+and every weight), run the way users run each backend (bench/backends.py).
+Times: paired, interleaved rounds (bench/timing.py). Peak memory: one call in
+a fresh process each, above the process's baseline (bench/memory_worker.py).
+"""
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+
+from pygqa.bench import backends, impls, timing
+from pygqa.bench.shapes import D_MODEL, HEAD_DIM, KV_HEADS, QUERY_HEADS
+
+LENGTHS = (4096, 8192, 16384)
+WINDOW = 512
+# Keras's layer forms every (T, S) logit: at 16384 one score tensor alone is
+# 8 GiB, and fwd+bwd holds several. Longer lengths are timed for pygqa only.
+KERAS_MAX_LENGTH = 8192
+RESULTS = os.path.join("benchmarks", "results")
+MIB = 2**20
+
+
+class BandAttention(keras.layers.Layer):
+    """Keras's GQA projections (same weights, same order) around the band kernel."""
+
+    def __init__(self, window, **kwargs):
+        super().__init__(**kwargs)
+        self.window = window
+
+    def build(self, query_shape, value_shape=None):
+        m, u, v, h = D_MODEL, QUERY_HEADS, KV_HEADS, HEAD_DIM
+        shapes = [(m, u, h), (u, h), (m, v, h), (v, h), (m, v, h), (v, h), (u, h, m), (m,)]
+        self.w = [self.add_weight(shape=s, initializer="zeros") for s in shapes]
+
+    def call(self, query, value, training=None, use_causal_mask=False):
+        from pygqa.kernels import band
+
+        wq, bq, wk, bk, wv, bv, wo, bo = self.w
+        # b batch, t/s query/key position, m feature, u query head, v kv head, h head feature
+        q = keras.ops.einsum("btm,muh->btuh", query, wq) + bq
+        k = keras.ops.einsum("bsm,mvh->bsvh", value, wk) + bk
+        v = keras.ops.einsum("bsm,mvh->bsvh", value, wv) + bv
+        out = band.attention(q, k, v, window=self.window, causal=use_causal_mask)  # (b, t, u, h)
+        return keras.ops.einsum("btuh,uhm->btm", out, wo) + bo
+
+
+def build(impl, window):
+    if impl == "pygqa":
+        layer = BandAttention(window)
+    else:
+        init = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
+        layer = keras.layers.GroupQueryAttention(HEAD_DIM, QUERY_HEADS, KV_HEADS,
+                                                 sliding_window=window, **init)
+    layer.build((1, 4, D_MODEL), (1, 4, D_MODEL))
+    layer.set_weights(impls.gqa_weights())
+    return layer
+
+
+def cpu_name():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def run(lengths, window, rounds):
+    """Times and peak memory of both implementations; returns this backend's record."""
+    kw = {"use_causal_mask": True}
+    record = {"backend": backends.BACKEND, "window": window, "cpu": cpu_name(),
+              "cores": os.cpu_count(), "keras": keras.__version__,
+              "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+              "load_start": round(os.getloadavg()[0], 1), "rows": []}
+    layers = {name: build(name, window) for name in ("keras", "pygqa")}
+    for length in lengths:
+        names = ["keras", "pygqa"] if length <= KERAS_MAX_LENGTH else ["pygqa"]
+        x = backends.make_input(1, length, D_MODEL)
+        steps = {n: backends.make_step(layers[n], x, "fwdbwd", kw) for n in names}
+        outputs = {n: backends.forward_outputs(steps[n].run(), kw, "fwdbwd")[0] for n in names}
+        samples = timing.time_interleaved(steps, rounds, min_sample_s=0.0)
+        row = {"length": length, "rounds": len(samples["pygqa"]),
+               "pygqa_ms": 1e3 * statistics.median(samples["pygqa"])}
+        if "keras" in names:
+            ratios = [k / p for k, p in zip(samples["keras"], samples["pygqa"], strict=True)]
+            reference = outputs["keras"]
+            row.update(keras_ms=1e3 * statistics.median(samples["keras"]),
+                       ratio=statistics.median(ratios), ratio_min=min(ratios),
+                       ratio_max=max(ratios),
+                       parity=float(np.abs(outputs["pygqa"] - reference).max()
+                                    / np.abs(reference).max()))
+        del steps, outputs, x
+        gc.collect()
+        for name in names:
+            row[f"{name}_mib"] = peak_in_subprocess(name, length, window)
+        record["rows"].append(row)
+        print(json.dumps(row), flush=True)
+    record["load_end"] = round(os.getloadavg()[0], 1)
+    return record
+
+
+def peak_in_subprocess(impl, length, window, limit_mib=16 * 1024, timeout_s=900):
+    """Peak RSS (MiB) above baseline of one fwd+bwd call, in a fresh process; None past
+    the limit (the child is stopped) or on failure."""
+    import psutil
+
+    spec = json.dumps({"impl": impl, "length": length, "window": window})
+    proc = subprocess.Popen([sys.executable, "-m", "pygqa.bench.window", "--worker", spec],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child, start = psutil.Process(proc.pid), time.monotonic()
+    while proc.poll() is None:
+        try:
+            too_big = child.memory_info().rss > limit_mib * MIB
+        except psutil.NoSuchProcess:
+            break
+        if too_big or time.monotonic() - start > timeout_s:
+            proc.kill()
+            proc.communicate()
+            return None
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        print(f"memory worker failed ({impl}, {length}): {err.strip()[-300:]}", file=sys.stderr)
+        return None
+    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+
+
+def _worker(spec):
+    """In the child: build, compile, take the baseline, run once, print the peak."""
+    import ctypes
+
+    from pygqa.bench.memory_worker import _PeakWatcher, _rss
+
+    layer = build(spec["impl"], spec["window"])
+    kw = {"use_causal_mask": True}
+    backends.make_step(layer, backends.make_input(1, 128, D_MODEL), "fwdbwd", kw).run()
+    step = backends.make_step(layer, backends.make_input(1, spec["length"], D_MODEL),
+                              "fwdbwd", kw)
+    step.prepare()  # compile / trace: compiler memory is not the call's
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    baseline = _rss()
+    watcher = _PeakWatcher()
+    step.run()
+    print(json.dumps({"peak_mib": (watcher.peak() - baseline) / MIB}))
+
+
+def markdown(records):
+    """window.md from {backend: record}."""
+    any_record = next(iter(records.values()))
+    lines = [
+        "# Sliding window: pygqa's band kernel vs keras.layers.GroupQueryAttention",
+        "",
+        f"Self-attention, batch 1, float32, d_model {D_MODEL}, head_dim {HEAD_DIM}, "
+        f"{QUERY_HEADS} query / {KV_HEADS} key-value heads, `sliding_window="
+        f"{any_record['window']}`, `use_causal_mask=True`, forward+backward (gradients of the "
+        "input and all weights). pygqa = the same projections and weights around "
+        "`pygqa.kernels.band.attention` (`python -m pygqa.bench.window`). Time: median ms over "
+        "paired interleaved rounds; `Keras/pygqa` = median of per-round ratios (min-max "
+        "across rounds); memory: peak RSS above baseline of one call, each in a fresh "
+        "process. Keras is not run past "
+        f"{KERAS_MAX_LENGTH} (quadratic: one 16384 score tensor is 8 GiB).",
+        "",
+        "| backend | length | rounds | Keras ms | pygqa ms | Keras/pygqa (min-max) "
+        "| Keras MiB | pygqa MiB | pygqa/Keras memory | parity |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, spec):
+        return "–" if value is None else format(value, spec)
+
+    for backend, record in records.items():
+        for row in record["rows"]:
+            ratio = "–"
+            if row.get("ratio") is not None:
+                ratio = f"{row['ratio']:.1f}x ({row['ratio_min']:.1f}-{row['ratio_max']:.1f})"
+            memory = "–"
+            if row.get("keras_mib") and row.get("pygqa_mib") is not None:
+                memory = f"{row['pygqa_mib'] / row['keras_mib']:.3f}"
+            lines.append(
+                f"| {backend} | {row['length']} | {row['rounds']} | "
+                f"{fmt(row.get('keras_ms'), '.0f')} | {row['pygqa_ms']:.0f} | {ratio} | "
+                f"{fmt(row.get('keras_mib'), '.0f')} | {fmt(row.get('pygqa_mib'), '.0f')} | "
+                f"{memory} | {fmt(row.get('parity'), '.1e')} |"
+            )
+    lines += ["", "| backend | CPU | cores | keras | date | load avg (1 min) start / end |",
+              "|---|---|---|---|---|---|"]
+    for backend, r in records.items():
+        lines.append(f"| {backend} | {r['cpu']} | {r['cores']} | {r['keras']} | {r['date']} | "
+                     f"{r['load_start']} / {r['load_end']} |")
+    lines += ["", "`parity`: max |pygqa - Keras| / max |Keras| of the outputs.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pygqa.bench.window", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
+    parser.add_argument("--window", type=int, default=WINDOW)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default=RESULTS, help="folder of window.md / window.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return 0
+    record = run([int(n) for n in args.lengths.split(",")], args.window, args.rounds)
+    path = os.path.join(args.out, "window.json")
+    records = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            records = json.load(f)
+    records[record["backend"]] = record
+    os.makedirs(args.out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(records, f, indent=1)
+    with open(os.path.join(args.out, "window.md"), "w") as f:
+        f.write(markdown(records))
+    print(markdown(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,6 +19,12 @@ from keras import ops
 from pygqa import kernels
 from pygqa.masks import MASKED_LOGIT, combine_masks, sliding_window_mask, with_causal
 
+# Paths on which a sliding window runs as pygqa's band kernel: the CPU
+# blockwise kernels. torch keeps one SDPA call with the band as a mask (its
+# per-block band variant, kernels/band_torch.py, was not faster in every
+# measured case), and the GPU kernels take the band as a mask.
+_BAND_PATHS = ("tf_blockwise", "jax_blockwise")
+
 
 def softmax(logits):
     """Softmax over the last axis. A single key gets probability 1 without
@@ -64,9 +70,6 @@ def grouped_attention(
     """
     compute_dtype = query.dtype
     backend = keras.backend.backend()
-    if window is not None:
-        band = sliding_window_mask(ops.shape(query)[1], ops.shape(key)[1], window)
-        mask = combine_masks(attention_mask=mask, causal=band)
     use_dropout = dropout > 0.0 and bool(training)
     path = kernels.choose_path(
         backend,
@@ -75,7 +78,7 @@ def grouped_attention(
         head_dim=query.shape[-1],
         target_length=query.shape[1],
         source_length=key.shape[1],
-        masked=mask is not None,
+        masked=mask is not None or window is not None,
         causal=causal,
         scores=return_scores,
         dropout=use_dropout,
@@ -89,6 +92,16 @@ def grouped_attention(
     # the compute dtype and accumulate in float32 themselves.
     if path.upcast and keras.backend.standardize_dtype(compute_dtype) in ("float16", "bfloat16"):
         query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
+    if window is not None and path.name in _BAND_PATHS:
+        # Computed as a band: work and memory linear in the length. Imported here:
+        # band.py uses this module's softmax.
+        from pygqa.kernels import band
+
+        output = band.attention(query, key, value, window=window, mask=mask, causal=causal)
+        return ops.cast(output, compute_dtype)
+    if window is not None:  # elsewhere the window is one more mask
+        window_mask = sliding_window_mask(ops.shape(query)[1], ops.shape(key)[1], window)
+        mask = combine_masks(attention_mask=mask, causal=window_mask)
     if path.fused:
         output = kernels.kernel(path)(query, key, value, mask=mask, causal=causal)
         return ops.cast(output, compute_dtype)

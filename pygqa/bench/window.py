@@ -96,7 +96,9 @@ def run(lengths, window, rounds):
         x = backends.make_input(1, length, D_MODEL)
         steps = {n: backends.make_step(layers[n], x, "fwdbwd", kw) for n in names}
         outputs = {n: backends.forward_outputs(steps[n].run(), kw, "fwdbwd")[0] for n in names}
-        samples = timing.time_interleaved(steps, rounds, min_sample_s=0.0)
+        # Two untimed runs each: the first calls after Keras's multi-GiB temporaries
+        # were measured up to 2x slower (the allocator is still growing its heap).
+        samples = timing.time_interleaved(steps, rounds, warmup=2, min_sample_s=0.0)
         row = {"length": length, "rounds": len(samples["pygqa"]),
                "pygqa_ms": 1e3 * statistics.median(samples["pygqa"])}
         if "keras" in names:

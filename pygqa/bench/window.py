@@ -109,6 +109,11 @@ def run(lengths, window, rounds):
                        ratio_max=max(ratios),
                        parity=float(np.abs(outputs["pygqa"] - reference).max()
                                     / np.abs(reference).max()))
+        # pygqa again on its own: right after a multi-GiB Keras call its times
+        # were inflated up to 2x (JAX at 8192), which hides how they grow.
+        alone = timing.time_interleaved({"pygqa": steps["pygqa"]}, rounds, warmup=1,
+                                        min_sample_s=0.0)["pygqa"]
+        row["pygqa_alone_ms"] = 1e3 * statistics.median(alone)
         del steps, outputs, x
         gc.collect()
         for name in names:
@@ -181,9 +186,12 @@ def markdown(records):
         "process. Keras is not run past "
         f"{KERAS_MAX_LENGTH} (quadratic: one 16384 score tensor is 8 GiB).",
         "",
+        "`pygqa alone ms`: pygqa timed again without Keras in between (how its time grows "
+        "with the length).",
+        "",
         "| backend | length | rounds | Keras ms | pygqa ms | Keras/pygqa (min-max) "
-        "| Keras MiB | pygqa MiB | pygqa/Keras memory | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pygqa alone ms | Keras MiB | pygqa MiB | pygqa/Keras memory | parity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def fmt(value, spec):
@@ -200,6 +208,7 @@ def markdown(records):
             lines.append(
                 f"| {backend} | {row['length']} | {row['rounds']} | "
                 f"{fmt(row.get('keras_ms'), '.0f')} | {row['pygqa_ms']:.0f} | {ratio} | "
+                f"{fmt(row.get('pygqa_alone_ms'), '.0f')} | "
                 f"{fmt(row.get('keras_mib'), '.0f')} | {fmt(row.get('pygqa_mib'), '.0f')} | "
                 f"{memory} | {fmt(row.get('parity'), '.1e')} |"
             )

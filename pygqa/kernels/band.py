@@ -31,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from pygqa.attention import softmax
+from pygqa.kernels import blockwise
 from pygqa.masks import MASKED_LOGIT
 
 # Rows per block, from the window: about (window - 1) / 4, so that a block's
@@ -243,13 +244,9 @@ class Layout:
         return ops.reshape(x, (self.steps, self.plan.per_step, -1, self.kv_heads,
                                self.group * rows, self.head_dim))
 
-    def from_blocks(self, x):
-        """(steps, m, b, k, g * r, h) -> (b, t, u, h)."""
-        rows, blocks = self.plan.rows, self.plan.num_blocks
-        x = ops.reshape(x, (blocks, -1, self.kv_heads, self.group, rows, self.head_dim))
-        x = ops.transpose(x, (1, 0, 4, 2, 3, 5))  # (b, n, r, k, g, h)
-        x = ops.reshape(x, (-1, blocks * rows, self.heads, self.head_dim))
-        return x[:, : self.target]
+    # (steps, m, b, k, g * r, h) -> (b, t, u, h): the query-block kernel's own
+    # inverse, which reads the same attributes and ignores the steps axis.
+    from_blocks = blockwise.Layout.from_blocks
 
     def windows(self, x):
         """(b, s, k, h) -> each block's key window, (steps, m, b, k, w, h).

@@ -31,8 +31,24 @@ def setup():
     return layer, x, mask
 
 
+def _layer_layouts():
+    return ["default", "key-major"] if keras.backend.backend() == "tensorflow" else ["default"]
+
+
+@pytest.fixture(params=_layer_layouts())
+def block_layout(request, monkeypatch):
+    """The layer as it runs, and on TensorFlow also with every call on the
+    key-major products in several 16-row blocks (they run from 2048 keys on)."""
+    if request.param == "key-major":
+        from pygqa.kernels import tf_blockwise
+
+        monkeypatch.setattr(tf_blockwise, "KEY_MAJOR_MIN_KEYS", 1)
+        monkeypatch.setattr(tf_blockwise, "_BLOCK_ELEMENTS", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("masks", ["none", "causal", "mask", "mask+causal"])
-def test_fast_path_gradients_equal_autodiff_of_the_scores_path(setup, masks):
+def test_fast_path_gradients_equal_autodiff_of_the_scores_path(setup, masks, block_layout):
     layer, x, mask = setup
     kwargs = dict(use_causal_mask="causal" in masks)
     if masks.startswith("mask"):
@@ -43,7 +59,7 @@ def test_fast_path_gradients_equal_autodiff_of_the_scores_path(setup, masks):
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gradients_equal_keras(setup, causal):
+def test_gradients_equal_keras(setup, causal, block_layout):
     layer, x, _ = setup
     theirs = keras.layers.GroupQueryAttention(8, 8, 2)
     theirs(x, x)
@@ -96,11 +112,27 @@ def _backend_scan():
 KEEP_BUDGETS = {"none": 0, "some": 14_000, "all": 1 << 27}
 
 
+def _block_products():
+    """The blocks' product layouts this backend runs: TensorFlow has a second one."""
+    from pygqa.kernels import blockwise
+
+    products = {"query-major": blockwise.QUERY_MAJOR}
+    if keras.backend.backend() == "tensorflow":
+        from pygqa.kernels import tf_blockwise
+
+        products["key-major"] = tf_blockwise.KEY_MAJOR
+    return products
+
+
+@pytest.mark.parametrize("layout_name", list(_block_products()))
 @pytest.mark.parametrize("kept", KEEP_BUDGETS)
 @pytest.mark.parametrize("masks", ["none", "causal", "mask+causal"])
-def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monkeypatch):
+def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, layout_name,
+                                                             monkeypatch):
     from pygqa import attention
     from pygqa.kernels import blockwise
+
+    products = _block_products()[layout_name]
     from pygqa.masks import with_causal
 
     monkeypatch.setattr(blockwise, "_BLOCK_ELEMENTS", 1)  # 16 rows per block
@@ -140,7 +172,7 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monke
             from pygqa.kernels import jax_blockwise
 
             monkeypatch.setattr(jax_blockwise, "_UNROLL_BLOCKS", unroll_limit)
-        layout = blockwise.Layout(*tensors, block_mask, causal, plan, _backend_scan())
+        layout = blockwise.Layout(*tensors, block_mask, causal, plan, _backend_scan(), products)
         out_blocks, kept_probs = blockwise.forward(layout, keep=True)
         assert [probs is not None for probs in kept_probs] == kept_flags
         out = layout.from_blocks(out_blocks)
@@ -148,6 +180,17 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, monke
                                     kept_probs)
         np.testing.assert_allclose(to_numpy(out), expected_out, atol=2e-6, rtol=1e-5)
         _close([to_numpy(g) for g in grads], expected_grads)
+
+
+def test_tensorflow_takes_key_major_products_from_2048_keys():
+    from pygqa.kernels import blockwise, tf_blockwise
+
+    assert tf_blockwise.choose_products(2048, 4) == (tf_blockwise.KEY_MAJOR, 64)
+    assert tf_blockwise.choose_products(8192, 1) == (tf_blockwise.KEY_MAJOR, 256)
+    assert tf_blockwise.choose_products(2047, 4) == (blockwise.QUERY_MAJOR, None)
+    assert tf_blockwise.choose_products(None, 4) == (blockwise.QUERY_MAJOR, None)
+    # max_rows caps a block below what the cache-sized target would give.
+    assert blockwise.plan_blocks(1, 2048, 2048, 8, False, 1 << 21, 64).rows == 64
 
 
 def test_block_plan_never_pads_a_short_query():

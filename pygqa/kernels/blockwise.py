@@ -18,8 +18,11 @@ Letters: n block, b batch, k key/value head, g query head in its group,
 r row in a block, q a block's stacked (group, row) rows, s source position,
 h head feature.
 
-The math is written with keras.ops; `jax_blockwise.py` and `tf_blockwise.py`
-wrap it in each backend's custom-gradient mechanism.
+The loop over blocks is written with keras.ops; a block's own products come
+from a products object, which also fixes the layout of its logits:
+`QUERY_MAJOR` here (keras.ops, (b, k, q, s)), or TensorFlow's key-major one
+(tf_blockwise.py, (b, k, s, q)). `jax_blockwise.py` and `tf_blockwise.py`
+wrap the loop in each backend's custom-gradient mechanism.
 """
 
 import collections
@@ -84,16 +87,19 @@ def _last_level_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
 
 
 def plan_blocks(batch, target_length, source_length, num_query_heads, causal,
-                block_elements=None):
+                block_elements=None, max_rows=None):
     """Chooses the block size, the causal key-length buckets and which blocks to keep.
 
-    `block_elements`: target logits per block (default `_BLOCK_ELEMENTS`).
+    `block_elements`: target logits per block (default `_BLOCK_ELEMENTS`);
+    `max_rows`: an upper bound on the query positions per block.
     """
     # The batch only sizes the blocks. It may be unknown (None) or symbolic (a
     # JAX export with a polymorphic batch, where arithmetic on it is refused).
     batch = batch if isinstance(batch, int) else 1
     per_row = batch * num_query_heads * source_length
     rows = max(16, (block_elements or _BLOCK_ELEMENTS) // per_row)
+    if max_rows is not None:
+        rows = min(rows, max_rows)
     # A multiple of 16 rows, but never more than the query has: a decoding
     # step (one row) must not compute 15 rows of padding.
     rows = min(target_length, 16 * math.ceil(rows / 16))
@@ -135,10 +141,14 @@ class Layout:
     stacked: the others (kept probabilities) are only ever handed back to
     `scan` as inputs, so a backend may return them in the form its loop
     reads fastest.
+
+    `products` computes each block's matrix products and fixes the layout of
+    its logits (`QUERY_MAJOR` here; TensorFlow brings its own, tf_blockwise.py).
     """
 
-    def __init__(self, query, key, value, mask, causal, plan, scan):
+    def __init__(self, query, key, value, mask, causal, plan, scan, products=None):
         self.scan = scan
+        self.products = products or QUERY_MAJOR
         _, self.target, self.heads, self.head_dim = query.shape
         self.kv_heads = key.shape[2]
         self.group = self.heads // self.kv_heads
@@ -147,13 +157,8 @@ class Layout:
         self.query = self.to_blocks(query * self.scale)  # (n, b, k, q, h)
         self.key = ops.transpose(key, (0, 2, 1, 3))  # (b, k, s, h)
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
-        # Keys also transposed once, (b, k, h, s), for Q K^T: TensorFlow runs a
-        # product without a transposed operand ~5% faster. The copy pays off
-        # only over many query rows: a decoding step reads the keys as they are.
-        self.key_t = None
-        if self.group * self.target >= _TRANSPOSED_KEYS_MIN_ROWS:
-            self.key_t = ops.transpose(key, (0, 2, 3, 1))
         self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)
+        self.products.prepare(self)
 
     def to_blocks(self, x):
         """(b, t, u, h) -> (n, b, k, g * r, h), rows padded to whole blocks."""
@@ -186,25 +191,86 @@ class Layout:
             inputs.append(self.mask[first:end, :, :, :keys])
         return inputs
 
-    def logits(self, query, start, mask, keys):
-        """One block's masked logits, (b, k, q, keys)."""
-        if self.key_t is None:
-            logits = ops.einsum("bkqh,bksh->bkqs", query, self.key[:, :, :keys])
-        else:
-            logits = ops.einsum("bkqh,bkhs->bkqs", query, self.key_t[..., :keys])
-        keep = None
-        if mask is not None:
-            keep = mask[:, None, None]  # (b, 1, 1, r, keys)
+    def keep_mask(self, start, mask, keys):
+        """Which of a block's (row, key) pairs are attended, (b or 1, r, keys), or None."""
+        keep = mask
         if self.causal:
-            tril = causal_mask(self.plan.rows, keys, offset=start)  # (r, keys)
-            tril = tril[None, None, None]  # (1, 1, 1, r, keys)
+            tril = causal_mask(self.plan.rows, keys, offset=start)[None]  # (1, r, keys)
             keep = tril if keep is None else ops.logical_and(keep, tril)
-        if keep is None:
-            return logits
-        shape = ops.shape(logits)
-        grouped = ops.reshape(logits, (-1, self.kv_heads, self.group, self.plan.rows, keys))
-        grouped = ops.where(keep, grouped, ops.cast(MASKED_LOGIT, logits.dtype))
-        return ops.reshape(grouped, shape)
+        return keep
+
+
+class QueryMajorProducts:
+    """A block's products with its logits laid out (b, k, q, s), query rows first.
+
+    XLA (JAX on CPU) runs these fastest. The backward pass accumulates the key
+    and value gradients transposed, (b, k, h, s): as (h x q) x (q x s)
+    products they ran ~3x faster than as (s x q) x (q x h), which read the
+    probabilities across their rows.
+    """
+
+    def prepare(self, layout):
+        # Keys also transposed once, (b, k, h, s), for Q K^T: TensorFlow ran a
+        # product without a transposed operand ~5% faster. The copy pays off
+        # only over many query rows: a decoding step reads the keys as they are.
+        layout.key_t = None
+        if layout.group * layout.target >= _TRANSPOSED_KEYS_MIN_ROWS:
+            layout.key_t = ops.transpose(layout.key, (0, 1, 3, 2))
+
+    def probabilities(self, layout, query, start, mask, keys):
+        """One block's attention probabilities, (b, k, q, keys)."""
+        if layout.key_t is None:
+            logits = ops.einsum("bkqh,bksh->bkqs", query, layout.key[:, :, :keys])
+        else:
+            logits = ops.einsum("bkqh,bkhs->bkqs", query, layout.key_t[..., :keys])
+        keep = layout.keep_mask(start, mask, keys)
+        if keep is not None:
+            shape = ops.shape(logits)
+            grouped = ops.reshape(
+                logits, (-1, layout.kv_heads, layout.group, layout.plan.rows, keys)
+            )
+            keep = keep[:, None, None]  # (b, 1, 1, r, keys)
+            grouped = ops.where(keep, grouped, ops.cast(MASKED_LOGIT, logits.dtype))
+            logits = ops.reshape(grouped, shape)
+        return softmax(logits)
+
+    def weighted_values(self, probs, value):
+        """(b, k, q, keys) probabilities x (b, k, keys, h) values -> (b, k, q, h)."""
+        return ops.einsum("bkqs,bksh->bkqh", probs, value)
+
+    def backward_operands(self, layout):
+        # Values transposed, (b, k, h, s), for dO V^T (only the backward pass needs them).
+        return layout.key, ops.transpose(layout.value, (0, 1, 3, 2))
+
+    def bucket_operands(self, operands, keys):
+        key, value_t = operands
+        return key[:, :, :keys], value_t[..., :keys]
+
+    def zero_gradient(self, layout, keys):
+        """The bucket's key or value gradient before any block, (b, k, h, keys)."""
+        return ops.zeros_like(ops.transpose(layout.value[:, :, :keys], (0, 1, 3, 2)))
+
+    def backward_block(self, layout, operands, query, d_out, out, probs, grad_key, grad_value):
+        """One block's share of the gradients: (grad_key, grad_value) updated, d_query."""
+        key, value_t = operands
+        # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
+        row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
+        d_logits = probs * (ops.einsum("bkqh,bkhs->bkqs", d_out, value_t) - row_dot)
+        grad_value = grad_value + ops.einsum("bkqh,bkqs->bkhs", d_out, probs)
+        grad_key = grad_key + ops.einsum("bkqh,bkqs->bkhs", query, d_logits)
+        d_query = ops.einsum("bkqs,bksh->bkqh", d_logits, key) * layout.scale
+        return grad_key, grad_value, d_query
+
+    def pad_keys(self, grad, missing):
+        """A bucket's gradient over its first keys, zero-padded over `missing` more."""
+        return ops.pad(grad, [(0, 0), (0, 0), (0, 0), (0, missing)])
+
+    def to_inputs(self, grad):
+        """(b, k, h, s) -> (b, s, k, h), the layout of the key and value inputs."""
+        return ops.transpose(grad, (0, 3, 1, 2))
+
+
+QUERY_MAJOR = QueryMajorProducts()
 
 
 def _scan(layout, step, init, inputs):
@@ -228,9 +294,10 @@ def forward(layout, keep=False):
     """The output in blocks, (n, b, k, q, h), and the kept probabilities.
 
     With `keep`, buckets that the plan marks as kept also return their
-    probabilities, (blocks, b, k, q, keys), for `backward`; the list holds
-    None for the others (and for every bucket without `keep`).
+    probabilities (in the products' logits layout) for `backward`; the list
+    holds None for the others (and for every bucket without `keep`).
     """
+    products = layout.products
     outputs, kept = [], []
     for first, end, keys, keep_bucket in layout.plan.buckets:
         value = layout.value[:, :, :keys]
@@ -238,8 +305,8 @@ def forward(layout, keep=False):
 
         def step(carry, inputs, keys=keys, value=value, keep_bucket=keep_bucket):
             query, start, mask = _unpack(layout, inputs, 1)
-            probs = softmax(layout.logits(query, start, mask, keys))
-            out = ops.einsum("bkqs,bksh->bkqh", probs, value)
+            probs = products.probabilities(layout, query, start, mask, keys)
+            out = products.weighted_values(probs, value)
             return carry, ((out, probs) if keep_bucket else out)
 
         inputs = layout.bucket_inputs(first, end, keys, layout.query)
@@ -257,48 +324,41 @@ def backward(layout, output, grad_output, kept=None):
 
     `kept` is `forward`'s list of kept probabilities (None: recompute all).
     """
+    products = layout.products
     grad_output = layout.to_blocks(grad_output)  # (n, b, k, q, h)
     kept = kept or [None] * len(layout.plan.buckets)
     source = layout.key.shape[2]
-    # Values transposed, (b, k, h, s), for dO V^T (only the backward pass needs them).
-    values_t = ops.transpose(layout.value, (0, 1, 3, 2))
+    operands = products.backward_operands(layout)
     grad_query, grad_key, grad_value = [], None, None
     for (first, end, keys, _), probs_kept in zip(layout.plan.buckets, kept, strict=True):
-        key, value_t = layout.key[:, :, :keys], values_t[..., :keys]
+        bucket_operands = products.bucket_operands(operands, keys)
         reuse = probs_kept is not None
 
-        def step(carry, inputs, keys=keys, key=key, value_t=value_t, reuse=reuse):
-            grad_key, grad_value = carry
+        def step(carry, inputs, keys=keys, bucket_operands=bucket_operands, reuse=reuse):
             query, d_out, out, start, mask, *rest = _unpack(layout, inputs, 3)
             if reuse:
                 probs = rest[0]
             else:
-                probs = softmax(layout.logits(query, start, mask, keys))
-            # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
-            row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
-            d_logits = probs * (ops.einsum("bkqh,bkhs->bkqs", d_out, value_t) - row_dot)
-            # Key/value gradients are accumulated transposed, (b, k, h, s): as
-            # (h x q) x (q x s) products they run ~3x faster here than as
-            # (s x q) x (q x h), which read the probabilities across their rows.
-            grad_value = grad_value + ops.einsum("bkqh,bkqs->bkhs", d_out, probs)
-            grad_key = grad_key + ops.einsum("bkqh,bkqs->bkhs", query, d_logits)
-            d_query = ops.einsum("bkqs,bksh->bkqh", d_logits, key) * layout.scale
+                probs = products.probabilities(layout, query, start, mask, keys)
+            grad_key, grad_value, d_query = products.backward_block(
+                layout, bucket_operands, query, d_out, out, probs, *carry
+            )
             return (grad_key, grad_value), d_query
 
-        zeros = ops.zeros_like(value_t)  # (b, k, h, keys)
+        zeros = products.zero_gradient(layout, keys)
         inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
         if reuse:
             inputs.append(probs_kept)
         (d_key, d_value), d_query = _scan(layout, step, (zeros, zeros), inputs)
         if keys < source:  # a causal bucket touches only the first `keys` positions
-            padding = [(0, 0), (0, 0), (0, 0), (0, source - keys)]
-            d_key, d_value = ops.pad(d_key, padding), ops.pad(d_value, padding)
+            d_key = products.pad_keys(d_key, source - keys)
+            d_value = products.pad_keys(d_value, source - keys)
         grad_key = d_key if grad_key is None else grad_key + d_key
         grad_value = d_value if grad_value is None else grad_value + d_value
         grad_query.append(d_query)
     grad_query = grad_query[0] if len(grad_query) == 1 else ops.concatenate(grad_query, axis=0)
     return (
         layout.from_blocks(grad_query),
-        ops.transpose(grad_key, (0, 3, 1, 2)),  # (b, k, h, s) -> (b, s, k, h)
-        ops.transpose(grad_value, (0, 3, 1, 2)),
+        products.to_inputs(grad_key),
+        products.to_inputs(grad_value),
     )

@@ -2,6 +2,8 @@
 
 import json
 
+import keras
+
 import numpy as np
 from helpers import to_numpy
 
@@ -87,3 +89,21 @@ def test_block_size_follows_the_last_level_cache():
     plan = blockwise.plan_blocks(1, 2048, 2048, 8, False, block_elements=1 << 21)
     assert plan.rows == 128 and plan.num_blocks == 16
     assert blockwise.plan_blocks(1, 2048, 2048, 8, False).rows == 256  # the default is unchanged
+
+
+if keras.backend.backend() == "torch":  # the floor is written in torch calls
+
+    def test_torch_floor_computes_the_layers_function_and_reports_ratios(tmp_path):
+        from pygqa.bench import floor
+        from pygqa.bench.shapes import Shape
+
+        rows = floor.run([Shape("T", 2, 32), Shape("Tc", 1, 24, causal=True)], rounds=2)
+        assert [(r["shape"], r["mode"]) for r in rows] == [
+            ("T (2x32)", "fwd"), ("T (2x32)", "fwdbwd"),
+            ("Tc (1x24 causal)", "fwd"), ("Tc (1x24 causal)", "fwdbwd"),
+        ]
+        for row in rows:
+            assert row["parity"] < 1e-5, row  # the same function with the same weights
+            assert row["ratio"] > 0 and row["spread"][0] <= row["ratio"] <= row["spread"][1]
+        text = floor.markdown(rows, 2)
+        assert "| T (2x32) | fwdbwd | 2 |" in text and "Measured on: " in text

@@ -17,6 +17,7 @@ step() {
   if "$@"; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failed+=("$name"); fi
 }
 
+step "ruff (lint)" .venv/bin/python -m ruff check pygqa tests benchmarks
 for backend in $BACKENDS; do
   step "pytest ($backend)" env KERAS_BACKEND="$backend" \
     .venv/bin/python -m pytest tests --ignore=tests/multi_backend -q -p no:cacheprovider

@@ -3,7 +3,6 @@
 import json
 
 import keras
-
 import numpy as np
 from helpers import to_numpy
 
@@ -42,8 +41,9 @@ def test_cpu_info_reads_model_extensions_and_caches(tmp_path):
     (tmp_path / "cpuinfo").write_text(
         "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
     )
-    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
-                                                 (2, "Unified", "1024K"), (3, "Unified", "32768K")]):
+    caches = [(1, "Data", "48K"), (1, "Instruction", "32K"),
+              (2, "Unified", "1024K"), (3, "Unified", "32768K")]
+    for index, (level, kind, size) in enumerate(caches):
         folder = tmp_path / "cache" / f"index{index}"
         folder.mkdir(parents=True)
         for name, text in (("level", level), ("type", kind), ("size", size)):
@@ -107,3 +107,21 @@ if keras.backend.backend() == "torch":  # the floor is written in torch calls
             assert row["ratio"] > 0 and row["spread"][0] <= row["ratio"] <= row["spread"][1]
         text = floor.markdown(rows, 2)
         assert "| T (2x32) | fwdbwd | 2 |" in text and "Measured on: " in text
+
+
+if keras.backend.backend() == "tensorflow":  # the profile traces TensorFlow's kernel
+
+    def test_profile_attributes_the_kernels_traced_time_to_its_parts():
+        from pygqa.bench import profile
+        from pygqa.bench.shapes import Shape
+
+        for products in ("query", "key"):
+            result = profile.profile_shape(Shape("T", 1, 96), products=products, reps=1)
+            roles = result["roles"]
+            assert set(roles) == set(profile.ROLES)
+            assert abs(sum(roles.values()) - result["traced_ms"]) < 1e-6
+            # Every product of this call is one of the three product roles.
+            assert roles["logits-sized products"] > 0 and roles["key-sized products"] > 0
+            assert result["products"] == ("KeyMajorProducts" if products == "key"
+                                          else "QueryMajorProducts")
+            assert "| softmax and its backward |" in profile.markdown(result)

@@ -71,7 +71,8 @@ def summary(root):
         lines.append("| " + " | ".join([label, *cells]) + " |")
     lines += [
         "",
-        "| backend | date | load avg | GEMM GFLOP/s | rounds | pygqa commit | CPU and math library |",
+        "| backend | date | load avg | GEMM GFLOP/s | rounds | pygqa commit "
+        "| CPU and math library |",
         "|---|---|---|---|---|---|---|",
     ]
     for b in backends:

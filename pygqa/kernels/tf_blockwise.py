@@ -123,7 +123,9 @@ class KeyMajorProducts:
         keep = layout.keep_mask(start, mask, keys)  # (b or 1, r, keys)
         if keep is not None:
             shape = tf.shape(logits)
-            grouped = tf.reshape(logits, (-1, layout.kv_heads, keys, layout.group, layout.plan.rows))
+            grouped = tf.reshape(
+                logits, (-1, layout.kv_heads, keys, layout.group, layout.plan.rows)
+            )
             keep = tf.transpose(keep, (0, 2, 1))[:, None, :, None, :]  # (b, 1, keys, 1, r)
             grouped = tf.where(keep, grouped, tf.cast(MASKED_LOGIT, logits.dtype))
             logits = tf.reshape(grouped, shape)

@@ -19,18 +19,11 @@ from pygqa.kernels.masking import prepare, zero_empty_rows
 # stay loops, which also keeps compile time independent of the sequence length.
 _UNROLL_BLOCKS = 4
 
-# Blocks sized from this machine's last-level cache, as on TensorFlow (see
-# blockwise.cache_block_elements). On an AMD EPYC with 32 MiB of L3 (Zen 3,
-# AVX2), 2^21 logits per block against the former constant 2^22, kernel
-# fwd+bwd side by side over 9 rounds: 1.24x at 1 x 4096, 1.04x at 1 x 2048,
-# 0.98x at 4 x 512, 1.00x causal at 1 x 2048.
-_BLOCK_ELEMENTS = blockwise.cache_block_elements()
-
 
 def attention(query, key, value, *, mask=None, causal=False):
     mask, has_key = prepare(mask, causal, query.shape[1], key.shape[1])
     plan = blockwise.plan_blocks(query.shape[0], query.shape[1], key.shape[1],
-                                 query.shape[2], causal, _BLOCK_ELEMENTS)
+                                 query.shape[2], causal)
     output = _attend(query, key, value, mask, causal, plan)
     return output if has_key is None else zero_empty_rows(output, has_key)
 

@@ -18,7 +18,7 @@ from pygqa.kernels.masking import prepare, zero_empty_rows
 from pygqa.masks import MASKED_LOGIT
 
 # Blocks sized from this machine's last-level cache (see blockwise.cache_block_elements),
-# read once at import.
+# read once at import. JAX keeps blockwise's constant: only TensorFlow was measured.
 _BLOCK_ELEMENTS = blockwise.cache_block_elements()
 
 # Blocks the loop may run at once. With two in flight, one block's products

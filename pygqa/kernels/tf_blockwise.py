@@ -65,7 +65,8 @@ def choose_products(source_length, group):
 
 
 def _scan(step, init, inputs):
-    """A strictly sequential scan (one block in flight, so one block's memory).
+    """A sequential scan with at most `_PARALLEL_ITERATIONS` blocks in flight
+    (so that many blocks' memory).
 
     `step` returns one tensor or a tuple of tensors per block. The first comes
     back stacked along a new first axis; further ones (kept probabilities)
@@ -108,8 +109,9 @@ class KeyMajorProducts:
     faster this way round. On an AMD EPYC (Zen 3, AVX2), one 4096 x 256 x 64
     product of keys and a block's query rows ran ~2x faster than 256 x 4096 x
     64, and the key and value gradients come out as (s x q) x (q x h)
-    products, the fastest form measured; the whole kernel, fwd+bwd, ran 14%
-    faster at 1 x 2048 and 16% at 1 x 4096 (benchmarks/README.md).
+    products, the fastest form measured. Side by side, the whole kernel's
+    fwd+bwd ran 1.04-1.18x faster at 1 x 2048 and 1.20-1.33x at 1 x 4096
+    (benchmarks/README.md, "TensorFlow: where the time went").
     Every product is a `tf.linalg.matmul` whose transposes are flags, so no
     operand is copied to line it up.
     """

@@ -67,10 +67,11 @@ def profile_shape(shape, products="auto", parallel=None, reps=3):
     arrays = [rng.standard_normal((b, t, heads, HEAD_DIM)).astype("float32")
               for heads in (QUERY_HEADS, KV_HEADS, KV_HEADS)]
     chosen, max_rows = tf_blockwise.choose_products(t, QUERY_HEADS // KV_HEADS)
-    if products != "auto":
-        chosen = tf_blockwise.KEY_MAJOR if products == "key" else blockwise.QUERY_MAJOR
-        max_rows = tf_blockwise.choose_products(1 << 30, QUERY_HEADS // KV_HEADS)[1] \
-            if products == "key" else None
+    if products == "key":
+        chosen = tf_blockwise.KEY_MAJOR
+        max_rows = tf_blockwise.key_major_rows(QUERY_HEADS // KV_HEADS)
+    elif products == "query":
+        chosen, max_rows = blockwise.QUERY_MAJOR, None
     plan = blockwise.plan_blocks(b, t, t, QUERY_HEADS, causal,
                                  tf_blockwise._BLOCK_ELEMENTS, max_rows)
     rows = plan.rows * QUERY_HEADS // KV_HEADS

@@ -27,7 +27,7 @@ import time
 import keras
 import numpy as np
 
-from pygqa.bench import backends, impls, timing
+from pygqa.bench import backends, impls, machine, timing
 from pygqa.bench.shapes import D_MODEL, HEAD_DIM, KV_HEADS, QUERY_HEADS
 
 LENGTHS = (4096, 8192, 16384)
@@ -75,18 +75,11 @@ def build(impl, window):
     return layer
 
 
-def cpu_name():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def run(lengths, window, rounds):
     """Times and peak memory of both implementations; returns this backend's record."""
     kw = {"use_causal_mask": True}
-    record = {"backend": backends.BACKEND, "window": window, "cpu": cpu_name(),
+    cpu = machine.cpu_info()["model"] or "unknown"
+    record = {"backend": backends.BACKEND, "window": window, "cpu": cpu,
               "cores": os.cpu_count(), "keras": keras.__version__,
               "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
               "load_start": round(os.getloadavg()[0], 1), "rows": []}

@@ -237,12 +237,9 @@ class Layout:
 
     def to_blocks(self, x):
         """(b, t, u, h) -> (steps, m, b, k, g * r, h), rows padded to whole blocks."""
-        rows, blocks = self.plan.rows, self.plan.num_blocks
-        x = ops.pad(x, [(0, 0), (0, rows * blocks - self.target), (0, 0), (0, 0)])
-        x = ops.reshape(x, (-1, blocks, rows, self.kv_heads, self.group, self.head_dim))
-        x = ops.transpose(x, (1, 0, 3, 4, 2, 5))  # (n, b, k, g, r, h)
+        x = blockwise.Layout.to_blocks(self, x)  # (n, b, k, g * r, h)
         return ops.reshape(x, (self.steps, self.plan.per_step, -1, self.kv_heads,
-                               self.group * rows, self.head_dim))
+                               self.group * self.plan.rows, self.head_dim))
 
     # (steps, m, b, k, g * r, h) -> (b, t, u, h): the query-block kernel's own
     # inverse, which reads the same attributes and ignores the steps axis.

@@ -246,9 +246,9 @@ class QueryMajorProducts:
         key, value_t = operands
         return key[:, :, :keys], value_t[..., :keys]
 
-    def zero_gradient(self, layout, keys):
-        """The bucket's key or value gradient before any block, (b, k, h, keys)."""
-        return ops.zeros_like(ops.transpose(layout.value[:, :, :keys], (0, 1, 3, 2)))
+    def zero_gradient(self, operands):
+        """A bucket's key or value gradient before any block, (b, k, h, keys)."""
+        return ops.zeros_like(operands[1])  # shaped like the bucket's values, transposed
 
     def backward_block(self, layout, operands, query, d_out, out, probs, grad_key, grad_value):
         """One block's share of the gradients: (grad_key, grad_value) updated, d_query."""
@@ -345,7 +345,7 @@ def backward(layout, output, grad_output, kept=None):
             )
             return (grad_key, grad_value), d_query
 
-        zeros = products.zero_gradient(layout, keys)
+        zeros = products.zero_gradient(bucket_operands)
         inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
         if reuse:
             inputs.append(probs_kept)

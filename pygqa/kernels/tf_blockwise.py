@@ -60,8 +60,13 @@ def choose_products(source_length, group):
     """(products, max rows per block) for a call with this many keys and query
     heads per key/value head."""
     if source_length is not None and source_length >= KEY_MAJOR_MIN_KEYS:
-        return KEY_MAJOR, max(16, _KEY_MAJOR_STACKED_ROWS // group)
+        return KEY_MAJOR, key_major_rows(group)
     return blockwise.QUERY_MAJOR, None
+
+
+def key_major_rows(group):
+    """Query positions per key-major block: 256 stacked rows over a group of heads."""
+    return max(16, _KEY_MAJOR_STACKED_ROWS // group)
 
 
 def _scan(step, init, inputs):
@@ -147,9 +152,9 @@ class KeyMajorProducts:
     def bucket_operands(self, operands, keys):
         return tuple(x[:, :, :keys] for x in operands)
 
-    def zero_gradient(self, layout, keys):
-        """The bucket's key or value gradient before any block, (b, k, keys, h)."""
-        return tf.zeros_like(layout.value[:, :, :keys])
+    def zero_gradient(self, operands):
+        """A bucket's key or value gradient before any block, (b, k, keys, h)."""
+        return tf.zeros_like(operands[1])  # shaped like the bucket's values
 
     def backward_block(self, layout, operands, query, d_out, out, probs, grad_key, grad_value):
         """One block's share of the gradients: (grad_key, grad_value) updated, d_query."""

@@ -334,3 +334,16 @@ if BACKEND in ("tensorflow", "jax"):
         reloaded = tf.saved_model.load(str(tmp_path / "served"))  # alive while it serves
         served = reloaded.serve(tf.constant(x))
         _assert_close("SavedModel vs eager call", case, np.asarray(served), expected, ATOL)
+
+
+if BACKEND == "tensorflow":  # the key-major products are TensorFlow's
+
+    @pytest.mark.parametrize("mode", MODES)
+    @pytest.mark.parametrize("case", ["embedding-mask", "causal"])
+    def test_key_major_kernel_in_compiled_fit_predict_evaluate(case, mode, monkeypatch):
+        # They run from 2048 keys on; here every call takes them, in 16-row blocks.
+        from pygqa.kernels import tf_blockwise
+
+        monkeypatch.setattr(tf_blockwise, "KEY_MAJOR_MIN_KEYS", 1)
+        monkeypatch.setattr(tf_blockwise, "_BLOCK_ELEMENTS", 1)
+        test_compiled_fit_predict_evaluate_equal_eager_and_keras(case, mode)

@@ -286,15 +286,6 @@ def start_r(folder, config, progress, seed):
     (folder / "demo.R").write_text(R_SCRIPT)
     # The R package's Python is this Python, with this process's backend.
     env = dict(os.environ, RETICULATE_PYTHON=sys.executable)
-    if config["backend"] == "torch":
-        # libtorch exports the BLAS symbol sgemm_, and in an R process R's own BLAS
-        # (loaded with R) answers for it: torch's matrix products would round
-        # differently (and run slower) than in Python. Preloading libtorch_cpu makes
-        # torch's own GEMM answer in R too.
-        import torch
-
-        library = pathlib.Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
-        env["LD_PRELOAD"] = " ".join(filter(None, [str(library), env.get("LD_PRELOAD")]))
     stderr = open(folder / "stderr.txt", "w")
     child = subprocess.Popen([rscript, "--vanilla", str(folder / "demo.R"), str(folder)],
                              stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

@@ -109,6 +109,24 @@ if keras.backend.backend() == "torch":  # the floor is written in torch calls
         assert "| T (2x32) | fwdbwd | 2 |" in text and "Measured on: " in text
 
 
+def test_profile_classifies_ops_by_what_they_compute_under_either_kernel_library():
+    from pygqa.bench import profile
+
+    sizes = {"logits": (256, 96), "key": (96, 64)}
+    # Eigen's names (oneDNN off) and oneDNN's (on) for the same computations.
+    for product in ("BatchMatMulV2", "_MklBatchMatMulV2", "_MklNativeBatchMatMulV2",
+                    "_MklFusedBatchMatMulV2", "MatMul", "_MklMatMul", "Einsum", "_MklEinsum"):
+        assert profile._role(product, (1, 2, 256, 96), sizes) == "logits-sized products"
+        assert profile._role(product, (1, 2, 96, 256), sizes) == "logits-sized products"
+        assert profile._role(product, (1, 2, 64, 96), sizes) == "key-sized products"
+        assert profile._role(product, (1, 2, 256, 64), sizes) == "output-sized products"
+    for part in ("Softmax", "_MklSoftmax", "Exp", "Max", "Sum", "Mul", "_MklMul"):
+        for shape in ((1, 2, 256, 96), (1, 2, 256, 1), (1, 2, 1, 256)):
+            assert profile._role(part, shape, sizes) == "softmax and its backward", (part, shape)
+    assert profile._role("_MklTranspose", (1, 2, 256, 96), sizes) == "layout and loop"
+    assert profile._role("Sum", (1, 2, 64, 64), sizes) == "layout and loop"
+
+
 if keras.backend.backend() == "tensorflow":  # the profile traces TensorFlow's kernel
 
     def test_profile_attributes_the_kernels_traced_time_to_its_parts():
@@ -122,6 +140,7 @@ if keras.backend.backend() == "tensorflow":  # the profile traces TensorFlow's k
             assert abs(sum(roles.values()) - result["traced_ms"]) < 1e-6
             # Every product of this call is one of the three product roles.
             assert roles["logits-sized products"] > 0 and roles["key-sized products"] > 0
+            assert roles["output-sized products"] > 0 and roles["softmax and its backward"] > 0
             assert result["products"] == ("KeyMajorProducts" if products == "key"
                                           else "QueryMajorProducts")
             assert "| softmax and its backward |" in profile.markdown(result)

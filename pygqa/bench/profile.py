@@ -22,6 +22,7 @@ products (the "before" of benchmarks/README.md).
 import argparse
 import collections
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import statistics
@@ -33,25 +34,45 @@ from pygqa.bench.shapes import HEAD_DIM, KV_HEADS, QUERY_HEADS, parse_shapes
 
 ROLES = ("logits-sized products", "output-sized products", "key-sized products",
          "softmax and its backward", "layout and loop")
-_PRODUCT_OPS = {"BatchMatMulV2", "BatchMatMulV3", "MatMul", "Einsum"}
-_REDUCE_OPS = {"Max", "Sum", "Softmax", "Exp", "Sub", "Mul", "Reciprocal", "AddV2",
-               "SelectV2", "Select"}
+
+# What an op computes, from its type with the kernel library's decoration taken
+# off: with oneDNN on, TensorFlow runs `_MklBatchMatMulV2`, `_MklNativeBatchMatMulV2`,
+# `_MklFusedBatchMatMulV2` or `_MklEinsum` where Eigen runs `BatchMatMulV2` and
+# `Einsum`, and the same holds for softmax and the elementwise ops.
+_DECORATION = re.compile(r"^_(Mkl)?(Native)?(Fused)?|^Fused")
+_PRODUCTS = {"BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "MatMul", "Einsum"}
+_SOFTMAX_PARTS = {"Max", "Sum", "Softmax", "Exp", "Sub", "Mul", "Reciprocal", "AddV2",
+                  "SelectV2", "Select"}
+
+
+def computation(op):
+    """An op type without its kernel library's prefix: "_MklBatchMatMulV2" -> "BatchMatMulV2"."""
+    return _DECORATION.sub("", op)
+
+
+def _same_sizes(last_two, sizes):
+    """Whether a result's last two axes are `sizes` in either order."""
+    return tuple(last_two) in (tuple(sizes), tuple(sizes)[::-1])
 
 
 def _role(op, shape, sizes):
-    """Which of ROLES an op belongs to, from its type and the shape of its output."""
+    """Which of ROLES an op belongs to, from what it computes and the shape of its output."""
     dims = tuple(shape)
     logits = sizes["logits"]
-    if op in _PRODUCT_OPS:
-        if logits in (dims[-2:], dims[-2:][::-1]):
+    kind = computation(op)
+    if kind in _PRODUCTS and len(dims) >= 2:
+        if _same_sizes(dims[-2:], logits):
             return ROLES[0]
-        if sizes["key"] in (dims[-2:], dims[-2:][::-1]) and logits[0] != logits[1]:
+        if _same_sizes(dims[-2:], sizes["key"]) and logits[0] != logits[1]:
             return ROLES[2]
         return ROLES[1]
-    if op in _REDUCE_OPS and len(dims) >= 2 and (
-        logits[1] in dims[-2:] and (logits[0] in dims[-2:] or 1 in dims[-2:])
-    ):
-        return ROLES[3]
+    if kind in _SOFTMAX_PARTS and len(dims) >= 2:
+        # The logits themselves, or a reduction of them over either axis (the
+        # softmax runs over the last axis query-major and over the one before
+        # it key-major).
+        if any(_same_sizes(dims[-2:], candidate) for candidate in
+               (logits, (logits[0], 1), (1, logits[1]))):
+            return ROLES[3]
     return ROLES[4]
 
 

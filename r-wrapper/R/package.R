@@ -35,6 +35,7 @@ keras <- NULL
 .pygqa <- new.env(parent = emptyenv())
 
 .onLoad <- function(libname, pkgname) {
+  register_torch_blas_binding()  # before anything can import torch (torch-blas.R)
   keras <<- delay_load_module("keras")
   register_tensor_methods()
   register_layer_on_keras_import()

@@ -10,9 +10,17 @@ R runs inside this process (rpy2) on the same Keras, so both languages run the
 same kernels on the same float32 values: the losses and weights must be equal
 bit for bit on every backend, and the tests assert exactly that (the issue's
 bound, 1e-6, is checked first so that a failure says how far apart they are).
-Across processes (the demo, an Rscript child) the same holds on TensorFlow and
-JAX; see the README's "Reproducible training" for torch.
+A plain `Rscript` child, started the way an R user starts R, trains the same
+model to the same losses and weights bit for bit too, on every backend: on
+torch that rests on the R package binding torch's own BLAS
+(r-wrapper/R/torch-blas.R).
 """
+
+import json
+import os
+import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -131,6 +139,21 @@ def test_r_and_python_train_step_for_step_alike(two_epochs):
         assert (np.abs(after - before).max() > 1e-4) != path.endswith("key/bias"), path
     losses = from_python["losses"]
     assert losses[-1] < losses[0] and len(np.unique(losses)) == len(losses)
+
+
+def test_a_plain_rscript_process_trains_like_python(two_epochs, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(dict(CONFIG, epochs=EPOCHS)))
+    np.save(tmp_path / "x.npy", TRAIN[0])
+    np.save(tmp_path / "y.npy", TRAIN[1])
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(RETICULATE_PYTHON=sys.executable, KERAS_BACKEND=keras.backend.backend())
+    run = subprocess.run([shutil.which("Rscript"), "--vanilla", str(HERE / "train_in_rscript.R"),
+                          str(tmp_path), str(HERE)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    weights = [np.load(path) for path in sorted(tmp_path.glob("w[0-9][0-9][0-9].npy"))]
+    from_rscript = dict(losses=np.load(tmp_path / "losses.npy"), weights=weights)
+    assert_same_training(from_rscript, two_epochs["python"], "fit, Rscript vs Python")
 
 
 def test_another_seed_trains_differently(two_epochs):

@@ -13,6 +13,8 @@ key left to attend to gets all-zero attention probabilities (its output is
 the output projection's bias), never NaN and never a uniform average.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -47,6 +49,8 @@ def grouped_attention(
     training=False,
     seed_generator=None,
     flash_attention=None,
+    scale=None,
+    soft_cap=None,
 ):
     """Scaled dot-product attention with key/value heads shared by groups.
 
@@ -63,6 +67,12 @@ def grouped_attention(
             device (kernels/paths.py); True requires a fused kernel
             (ValueError where none can run); False always takes the explicit
             path.
+        scale: the factor of the logits; None is 1/sqrt(head_dim). Paths
+            that scale by 1/sqrt(head_dim) themselves get a query
+            multiplied by `scale * sqrt(head_dim)`.
+        soft_cap: None, or a positive number: logits become
+            `soft_cap * tanh(logits / soft_cap)` before the mask and the
+            softmax (Gemma 2). Only the explicit path does it.
 
     Returns:
         (batch, T, num_query_heads, head_dim), and the probabilities before
@@ -83,6 +93,7 @@ def grouped_attention(
         scores=return_scores,
         dropout=use_dropout,
         flash_attention=flash_attention,
+        soft_cap=soft_cap is not None,
     )
     if flash_attention:
         _check_fused_possible(path, return_scores, use_dropout, dropout, query, key)
@@ -92,6 +103,9 @@ def grouped_attention(
     # the compute dtype and accumulate in float32 themselves.
     if path.upcast and keras.backend.standardize_dtype(compute_dtype) in ("float16", "bfloat16"):
         query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
+    if scale is not None and path.fused:
+        # The fused and band kernels scale by 1/sqrt(head_dim): pre-scale the query.
+        query = query * ops.cast(scale * math.sqrt(query.shape[-1]), query.dtype)
     if window is not None and path.name in _BAND_PATHS:
         # Computed as a band: work and memory linear in the length. Imported here:
         # band.py uses this module's softmax.
@@ -109,7 +123,7 @@ def grouped_attention(
     if causal:
         target_length, source_length = ops.shape(query)[1], ops.shape(key)[1]
         mask = with_causal(mask, target_length, source_length)
-    probs = attention_probabilities(query, key, mask)
+    probs = attention_probabilities(query, key, mask, scale=scale, soft_cap=soft_cap)
     kept = probs
     if use_dropout:
         kept = keras.random.dropout(probs, dropout, seed=seed_generator)
@@ -143,19 +157,27 @@ def _check_fused_possible(path, return_scores, use_dropout, dropout, query, key)
         )
 
 
-def attention_probabilities(query, key, mask):
+def attention_probabilities(query, key, mask, scale=None, soft_cap=None):
     """Softmax probabilities (b, u, t, s); rows without any key are all zero.
 
     Each key/value head meets its whole group at once: the group's query rows
     are stacked into one (g * t, h) matrix, one matrix product per head.
+    `scale` (None: 1/sqrt(head_dim)) multiplies the query; `soft_cap` caps
+    the logits with `soft_cap * tanh(logits / soft_cap)` before the mask.
     """
     batch, target, num_heads, head_dim = ops.shape(query)
     num_kv_heads = ops.shape(key)[2]
-    query = query * ops.cast(1.0 / ops.sqrt(float(head_dim)), query.dtype)
+    if scale is None:
+        query = query * ops.cast(1.0 / ops.sqrt(float(head_dim)), query.dtype)
+    else:
+        query = query * ops.cast(scale, query.dtype)
     query = ops.transpose(query, (0, 2, 1, 3))  # (b, u, t, h), u = (k, g)
     query = ops.reshape(query, (batch, num_kv_heads, -1, head_dim))  # (b, k, g*t, h)
     logits = ops.einsum("bkqh,bksh->bkqs", query, ops.transpose(key, (0, 2, 1, 3)))
     logits = ops.reshape(logits, (batch, num_heads, target, -1))  # (b, u, t, s)
+    if soft_cap is not None:
+        logits = ops.tanh(logits / ops.cast(soft_cap, logits.dtype)) * ops.cast(
+            soft_cap, logits.dtype)
     if mask is None:
         return softmax(logits)
     keep = ops.expand_dims(mask, 1)  # (b, 1, t, s)

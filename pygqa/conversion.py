@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from pygqa import validation
-from pygqa.layer import GroupQueryAttention
+from pygqa.layer import DECODER_DEFAULTS, GroupQueryAttention
 
 # Constructor arguments that both GroupQueryAttention classes (and, for
 # everything but the head counts, MultiHeadAttention) understand the same way.
@@ -287,6 +287,7 @@ def _describe_grouped(layer):
     """Sizes, config and weights (as numpy) of either GroupQueryAttention, checked."""
     _check_built(layer)
     config = layer.get_config()
+    _refuse_decoder_options(config)
     weights = _weights_of(layer)
     carried = {name: config[name] for name in _SHARED_CONFIG}
     carried.update({name: config[name] for name in _GROUPED_OPTIONS if name in config})
@@ -294,6 +295,20 @@ def _describe_grouped(layer):
                    num_key_value_heads=config["num_key_value_heads"])
     return dict(config=carried, weights=weights, dims=_input_dims(weights),
                 num_query_heads=config["num_query_heads"])
+
+
+def _refuse_decoder_options(config):
+    """Rotary embeddings, norms, soft caps and logit scales have no place in
+    Keras's layer or in the pooling recipe: refuse them by name."""
+    changed = {name: config[name] for name, default in DECODER_DEFAULTS.items()
+               if name in config and config[name] != default}
+    if changed:
+        raise ValueError(
+            "Received an invalid value for `layer`: expected a layer without the decoder "
+            f"options ({', '.join(DECODER_DEFAULTS)}), which keras.layers.GroupQueryAttention "
+            "and the head-pooling recipe cannot express. Received: "
+            + ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        )
 
 
 def _check_built(layer):

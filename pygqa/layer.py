@@ -12,14 +12,29 @@ from keras.layers import EinsumDense
 from keras.src.backend import get_keras_mask
 
 from pygqa import cache as kv_cache
-from pygqa import saving, validation
+from pygqa import rotary, saving, validation
 from pygqa.attention import grouped_attention
+from pygqa.head_norm import HeadRMSNorm
 from pygqa.masks import combine_masks
 
 # Keyword arguments accepted through **kwargs: the base layer's options, and
 # the later Keras arguments that the reference page does not name.
 _BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
-_EXTRA_KWARGS = ("seed", "flash_attention", "sliding_window", "use_gate")
+_EXTRA_KWARGS = (
+    "seed", "flash_attention", "sliding_window", "use_gate",
+    # Decoder language models (Llama, Mistral, Qwen, Gemma):
+    "rope_max_wavelength", "rope_scaling_factor", "use_query_key_norm", "layer_norm_epsilon",
+    "logit_soft_cap", "attention_scale",
+)
+# Their defaults: a layer with these values is plain grouped query attention.
+DECODER_DEFAULTS = {
+    "rope_max_wavelength": None,
+    "rope_scaling_factor": 1.0,
+    "use_query_key_norm": False,
+    "layer_norm_epsilon": 1e-6,
+    "logit_soft_cap": None,
+    "attention_scale": None,
+}
 
 # Offsets added to `seed` for each initializer, so that no two weights share a seed.
 _SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3, "gate": 4}
@@ -27,6 +42,24 @@ _SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3, "gate"
 # Serialises builds: threads whose first calls race on one unbuilt layer would
 # otherwise each create the weights (Keras then refuses the second set).
 _BUILD_LOCK = threading.RLock()
+
+
+def _decoder_options(kwargs):
+    """Pops and checks the decoder options from `kwargs`; returns them with defaults."""
+    options = {name: kwargs.pop(name, default) for name, default in DECODER_DEFAULTS.items()}
+    options["rope_max_wavelength"] = validation.optional_positive_number(
+        "rope_max_wavelength", options["rope_max_wavelength"])
+    options["rope_scaling_factor"] = validation.positive_number(
+        "rope_scaling_factor", options["rope_scaling_factor"])
+    options["use_query_key_norm"] = validation.boolean(
+        "use_query_key_norm", options["use_query_key_norm"])
+    options["layer_norm_epsilon"] = validation.positive_number(
+        "layer_norm_epsilon", options["layer_norm_epsilon"])
+    options["logit_soft_cap"] = validation.optional_positive_number(
+        "logit_soft_cap", options["logit_soft_cap"])
+    options["attention_scale"] = validation.optional_positive_number(
+        "attention_scale", options["attention_scale"])
+    return options
 
 
 @keras.saving.register_keras_serializable(package="pygqa")
@@ -80,6 +113,31 @@ class GroupQueryAttention(keras.layers.Layer):
             projection of the query, `sigmoid(query @ gate_kernel + bias)`
             of shape `(batch, T, num_query_heads, head_dim)`, multiplies
             each head's attention output before the output projection.
+            The options of decoder language models (Llama, Mistral, Qwen 3,
+            Gemma 3; see `pygqa.from_keras_hub`), applied to the projected
+            heads before attention: `rope_max_wavelength` (None, default:
+            off; else a positive number such as 10000): rotary position
+            embeddings on query and key, the half-split convention of
+            `keras_hub.layers.RotaryEmbedding` (pygqa/rotary.py; head_dim
+            must be even); `rope_scaling_factor` (default 1.0): positions
+            are divided by it (linear position interpolation);
+            `use_query_key_norm` (default False): an RMS norm of every query
+            and key head over its features with a learned `scale` of shape
+            (head_dim,), before the rotation (Qwen 3 and Gemma 3 order);
+            `layer_norm_epsilon` (default 1e-6): that norm's epsilon;
+            `logit_soft_cap` (None, default: off; else a positive number):
+            logits become `cap * tanh(logits / cap)` before the mask and
+            the softmax (Gemma 2; computed on the explicit path, so
+            `flash_attention=True` raises); `attention_scale` (None,
+            default: `1/sqrt(head_dim)`): the factor of the logits (Gemma's
+            `query_pre_attn_scalar ** -0.5`).
+
+    Weights, in the order of `get_weights()`: `query/kernel`, `query/bias`,
+    `key/kernel`, `key/bias`, [`gate/kernel`, `gate/bias`,] `value/kernel`,
+    `value/bias`, `attention_output/kernel`, `attention_output/bias` (Keras's
+    layer's order; biases only with `use_bias`), then, with
+    `use_query_key_norm`, `query_norm/scale` and `key_norm/scale`, both
+    `(head_dim,)`.
 
     Call arguments:
         query: Query tensor `(batch, target_length, query_dim)`.
@@ -104,6 +162,16 @@ class GroupQueryAttention(keras.layers.Layer):
             or an integer scalar tensor). The new keys/values are written
             there and positions after them are masked. None reads the cache
             as it is, ignoring `value` and `key`.
+        positions: Integer positions of the query rows for the rotary
+            embedding, `(target_length,)` or `(batch, target_length)` (e.g.
+            `cumsum(padding_mask) - 1` for a left-padded batch). Keys of the
+            query's length (self-attention, and the rows a decoding step
+            writes into the cache) take the same positions; keys of another
+            length are at `arange(source_length)`. Default:
+            `cache_update_index + arange(target_length)` with a cache, else
+            `arange(target_length)`. A cached key is rotated once, when it is
+            written, so decoding step by step equals one causal call. Only
+            with `rope_max_wavelength`.
 
     Returns:
         attention_output: `(batch, target_length, query_dim)`.
@@ -149,6 +217,7 @@ class GroupQueryAttention(keras.layers.Layer):
             "sliding_window", kwargs.pop("sliding_window", None)
         )
         use_gate = validation.boolean("use_gate", kwargs.pop("use_gate", False))
+        decoder = _decoder_options(kwargs)
         unknown = sorted(set(kwargs) - set(_BASE_LAYER_KWARGS))
         if unknown:
             raise TypeError(
@@ -175,6 +244,15 @@ class GroupQueryAttention(keras.layers.Layer):
         self.flash_attention = flash_attention
         self.sliding_window = sliding_window
         self.use_gate = use_gate
+        if decoder["rope_max_wavelength"] is not None and self.head_dim % 2:
+            raise ValueError(
+                "Received an invalid value for `head_dim`: expected an even number with "
+                "`rope_max_wavelength` set (the rotation turns pairs of features, the first "
+                f"half of a head with the second). Received: head_dim={self.head_dim}, "
+                f"rope_max_wavelength={decoder['rope_max_wavelength']}"
+            )
+        for name, value in decoder.items():
+            setattr(self, name, value)
         self.seed_generator = (
             keras.random.SeedGenerator(seed) if self.dropout > 0.0 else None
         )
@@ -220,6 +298,17 @@ class GroupQueryAttention(keras.layers.Layer):
                 self._gate_dense.build(query_shape)
             self._value_dense.build(value_shape)
             self._output_dense.build((None, None, u, self.head_dim))
+            # The norms come last, so that the weights Keras's layer has keep
+            # their order in get_weights(): ..., attention_output, then
+            # query_norm/scale and key_norm/scale.
+            self._query_norm = self._key_norm = None
+            if self.use_query_key_norm:
+                self._query_norm, self._key_norm = (
+                    HeadRMSNorm(self.layer_norm_epsilon, name=name, dtype=self.dtype_policy)
+                    for name in ("query_norm", "key_norm")
+                )
+                self._query_norm.build((None, None, u, self.head_dim))
+                self._key_norm.build((None, None, k, self.head_dim))
             self._built_dims = {
                 "query": query_shape[-1],
                 "value": value_shape[-1],
@@ -247,6 +336,7 @@ class GroupQueryAttention(keras.layers.Layer):
         use_causal_mask=False,
         cache=None,
         cache_update_index=None,
+        positions=None,
     ):
         if value is None:  # Self-attention: the query is also value and key, mask included.
             if query_mask is None:
@@ -266,27 +356,35 @@ class GroupQueryAttention(keras.layers.Layer):
             query, value, key, query_mask, value_mask, key_mask, attention_mask,
             cache, cache_update_index,
         )
+        positions = rotary.check_positions(
+            positions, query.shape[0], query.shape[1], self.rope_max_wavelength
+        )
+        query_positions, key_positions = self._rotary_positions(
+            positions, query, key, cache_update_index if cache is not None else None
+        )
+        heads = self._transform(self._query_dense(query), self._query_norm, query_positions)
 
         if cache is None:
-            key, value = self._key_dense(key), self._value_dense(value)  # (b, s, k, h)
-            positions = None  # The causal mask stays a flag: kernels have a causal mode.
+            value = self._value_dense(value)  # (b, s, k, h)
+            key = self._transform(self._key_dense(key), self._key_norm, key_positions)
+            slots = None  # The causal mask stays a flag: kernels have a causal mode.
         else:
             new_length = ops.shape(value)[1]
             if cache_update_index is not None:
                 write = kv_cache.write if self.sliding_window is None else kv_cache.write_rolling
-                cache = write(
-                    cache, self._key_dense(key), self._value_dense(value), cache_update_index
-                )
+                # Keys are normalised and rotated by their own positions once, here.
+                new_key = self._transform(self._key_dense(key), self._key_norm, key_positions)
+                cache = write(cache, new_key, self._value_dense(value), cache_update_index)
             # (b, L, k, h), in the compute dtype whatever dtype the cache was made in.
             key, value = (ops.cast(cache[:, i], self.compute_dtype) for i in (0, 1))
-            positions = kv_cache.positions_mask(
+            slots = kv_cache.positions_mask(
                 ops.shape(query)[1], new_length, ops.shape(cache)[2],
                 cache_update_index, causal, self.sliding_window,
             )
-            causal = False  # Folded into `positions`, which knows the query's offset.
-        mask = combine_masks(query_mask, value_mask, key_mask, attention_mask, positions)
+            causal = False  # Folded into `slots`, which knows the query's offset.
+        mask = combine_masks(query_mask, value_mask, key_mask, attention_mask, slots)
         result = grouped_attention(
-            self._query_dense(query),  # (b, t, u, h)
+            heads,  # (b, t, u, h)
             key,
             value,
             mask=mask,
@@ -297,6 +395,8 @@ class GroupQueryAttention(keras.layers.Layer):
             training=training,
             seed_generator=self.seed_generator,
             flash_attention=self._flash_attention_setting(),
+            scale=self.attention_scale,
+            soft_cap=self.logit_soft_cap,
         )
         output, scores = result if return_attention_scores else (result, None)
         if self._gate_dense is not None:
@@ -307,6 +407,34 @@ class GroupQueryAttention(keras.layers.Layer):
         if cache is not None:
             outputs += (cache,)
         return outputs if len(outputs) > 1 else outputs[0]
+
+    def _rotary_positions(self, positions, query, key, cache_update_index):
+        """Positions (batch or 1, length) of the query rows and of the new key rows.
+
+        Query rows: `positions`, else `cache_update_index + arange(T)` with a
+        cache and `arange(T)` without. Keys of the same length as the query
+        (self-attention, and the rows a decoding step writes) share the
+        query's positions; keys of another length are at `arange(S)` (from
+        the index with a cache).
+        """
+        if self.rope_max_wavelength is None:
+            return None, None
+        target, source = query.shape[1], key.shape[1]
+        if positions is None:
+            positions = rotary.default_positions(ops.shape(query)[1], cache_update_index)
+        if key is query or (target is not None and target == source):
+            return positions, positions
+        return positions, rotary.default_positions(ops.shape(key)[1], cache_update_index)
+
+    def _transform(self, heads, norm, positions):
+        """Projected heads (b, t, heads, h): RMS-normalised, then rotated (Qwen 3 order)."""
+        if norm is not None:
+            heads = norm(heads)
+        if positions is not None:
+            heads = rotary.rotate(
+                heads, positions, self.rope_max_wavelength, self.rope_scaling_factor
+            )
+        return heads
 
     def _flash_attention_setting(self):
         """The layer's `flash_attention`, or else Keras's global switch: None by
@@ -411,6 +539,7 @@ class GroupQueryAttention(keras.layers.Layer):
         use_causal_mask=False,
         cache=None,
         cache_update_index=None,
+        positions=None,
     ):
         value = query if value is None else value
         key = value if key is None else key
@@ -419,6 +548,8 @@ class GroupQueryAttention(keras.layers.Layer):
             query, value, key, query_mask, value_mask, key_mask, attention_mask,
             cache, cache_update_index,
         )
+        rotary.check_positions(positions, query.shape[0], query.shape[1],
+                               self.rope_max_wavelength)
         outputs = (keras.KerasTensor(query.shape, dtype=self.compute_dtype),)
         if return_attention_scores:
             source = value.shape[1] if cache is None else cache.shape[2]
@@ -446,6 +577,7 @@ class GroupQueryAttention(keras.layers.Layer):
             "flash_attention": self.flash_attention,
             "sliding_window": self.sliding_window,
             "use_gate": self.use_gate,
+            **{name: getattr(self, name) for name in DECODER_DEFAULTS},
             # Which pygqa wrote the config; from_config refuses incompatible versions.
             saving.VERSION_KEY: saving.installed_version(),
         }

@@ -258,3 +258,22 @@ def weights_fit_in_memory(sizes, feature_dims, use_bias, dtype, memory_bytes=Non
         f"num_key_value_heads={k}, inputs with {m}/{m_v}/{m_k} query/value/key features), "
         f"more than this machine's {_bytes(memory)} of memory. Received: {name}={sizes[name]}"
     )
+
+
+def positive_number(name, value):
+    """Returns `value` as a finite float > 0, or raises (booleans and strings are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(_invalid(name, "a positive number", value))
+    if not (np.isfinite(float(value)) and float(value) > 0.0):
+        raise ValueError(_invalid(name, "a positive number", value))
+    return float(value)
+
+
+def optional_positive_number(name, value):
+    """None, or `value` as a finite float > 0 (see `positive_number`)."""
+    if value is None:
+        return None
+    try:
+        return positive_number(name, value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(_invalid(name, "None or a positive number", value)) from None

@@ -76,6 +76,7 @@ def choose_path(
     scores=False,
     dropout=False,
     flash_attention=None,
+    soft_cap=False,
 ):
     """The attention path for one call.
 
@@ -89,6 +90,8 @@ def choose_path(
         causal: whether the call is causal (top-left aligned when T != S).
         scores: whether the probabilities are returned.
         dropout: whether dropout acts (rate > 0 and training).
+        soft_cap: whether the logits are soft-capped (Gemma 2's tanh cap),
+            which only the explicit path does.
         flash_attention: the layer's setting; False forces the explicit
             path, True and None let this function choose (attention.py
             raises where True meets the explicit path).
@@ -103,6 +106,8 @@ def choose_path(
         return Path(EXPLICIT, True, "only the explicit path forms the probabilities it returns")
     if dropout:
         return Path(EXPLICIT, True, "dropout acts on probabilities that fused kernels never form")
+    if soft_cap:
+        return Path(EXPLICIT, True, "only the explicit path caps the logits (logit_soft_cap)")
     if backend == "torch":
         return _torch_path(device, half, head_dim, target_length, source_length, masked, causal)
     if backend not in ("jax", "tensorflow"):

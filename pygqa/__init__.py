@@ -3,6 +3,7 @@
 from pygqa.compose import layer_group_query_attention
 from pygqa.conversion import from_keras, from_multi_head_attention, to_keras
 from pygqa.distribution import layout_map
+from pygqa.keras_hub import from_keras_hub
 from pygqa.layer import GroupQueryAttention
 from pygqa.saving import installed_version, load_model
 
@@ -15,6 +16,7 @@ __all__ = [
     "from_multi_head_attention",
     "from_keras",
     "to_keras",
+    "from_keras_hub",
     "layout_map",
     "__version__",
 ]

@@ -39,13 +39,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.pygqa-setup-stamp
-want=$(cat pyproject.toml scripts/requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/requirements-dev.txt scripts/requirements-keras-hub.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing Python packages into .venv (pinned in scripts/requirements-dev.txt)"
   pip_log=.venv/pip-install.log
   {
     .venv/bin/python -m pip install --upgrade pip &&
     .venv/bin/python -m pip install -r scripts/requirements-dev.txt &&
+    .venv/bin/python -m pip install --no-deps -r scripts/requirements-keras-hub.txt &&
     .venv/bin/python -m pip install --no-deps -e .
   } >"$pip_log" 2>&1 || { tail -n 40 "$pip_log" >&2; log "pip failed, full log: $pip_log"; exit 1; }
   echo "$want" > "$stamp"

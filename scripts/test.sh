@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test, assuming scripts/setup.sh has run: the Python suite once per
-# Keras backend, the cross-backend checks, the R package's tests and R CMD check.
-# Missing backends, R or rpy2 make tests fail here, never skip.
+# Keras backend, TensorFlow's numerics-sensitive tests again with oneDNN in the
+# other state than this CPU's default, the cross-backend checks, the R
+# package's tests and R CMD check. Missing backends, R or rpy2 make tests fail
+# here, never skip. Prints the CPU first and each step's time last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
@@ -9,24 +11,60 @@ export PYGQA_REQUIRE_BACKENDS=tensorflow,jax,torch
 export PYGQA_REQUIRE_R=1 PYGQA_REQUIRE_PYTHON=1
 export RETICULATE_PYTHON="$PWD/.venv/bin/python"
 BACKENDS=${PYGQA_BACKENDS:-tensorflow jax torch}
+# Two pytest workers: most of a test's time is tracing and compiling, on one core.
+WORKERS=${PYGQA_TEST_WORKERS:-2}
+PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist loadfile)
+
+# The CPU and TensorFlow's oneDNN state, which change rounding and op names:
+# the results below hold on this machine, in both oneDNN states.
+onednn_default=$(env -u TF_ENABLE_ONEDNN_OPTS KERAS_BACKEND=tensorflow .venv/bin/python -c \
+  'from tensorflow.python.util import _pywrap_util_port as p; print(int(p.IsMklEnabled()))' \
+  2>/dev/null || echo "?")
+case "$onednn_default" in
+  1) onednn_other=0 ;;
+  0) onednn_other=1 ;;
+  *) echo "cannot read TensorFlow's oneDNN state" >&2; onednn_other=0 ;;
+esac
+KERAS_BACKEND=tensorflow .venv/bin/python -c '
+import sys
+from pygqa.bench import machine
+print("CPU:", machine.caption(machine.describe()))
+print("TensorFlow oneDNN by default:", {"1": "on", "0": "off"}.get(sys.argv[1], "unknown"),
+      "(TF_ENABLE_ONEDNN_OPTS unset); flipped run:", "TF_ENABLE_ONEDNN_OPTS=" + sys.argv[2])
+' "$onednn_default" "$onednn_other" 2>/dev/null
 
 failed=()
+timings=()
 step() {
   local name=$1; shift
+  local start=$SECONDS
   printf '\n=== %s ===\n' "$name"
   if "$@"; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failed+=("$name"); fi
+  timings+=("$(printf '%5d s  %s' $((SECONDS - start)) "$name")")
 }
 
 step "ruff (lint)" .venv/bin/python -m ruff check pygqa tests benchmarks
 for backend in $BACKENDS; do
   step "pytest ($backend)" env KERAS_BACKEND="$backend" \
-    .venv/bin/python -m pytest tests --ignore=tests/multi_backend -q -p no:cacheprovider
+    "${PYTEST[@]}" tests --ignore=tests/multi_backend
 done
-step "pytest (all backends together)" .venv/bin/python -m pytest tests/multi_backend -q \
-  -p no:cacheprovider
+if [[ " $BACKENDS " == *" tensorflow "* ]]; then
+  # The kernels, the parity with Keras, the user paths (compiled fit/predict,
+  # XLA, export), the cross-language tests and the profile, with oneDNN's
+  # kernels swapped for Eigen's or the other way round.
+  step "pytest (tensorflow, TF_ENABLE_ONEDNN_OPTS=$onednn_other)" \
+    env KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS="$onednn_other" "${PYTEST[@]}" \
+    tests/test_kernel_paths.py tests/test_band_kernel.py tests/test_gradients.py \
+    tests/test_parity.py tests/test_properties.py tests/test_precision.py \
+    tests/test_user_paths.py tests/test_window_gate.py tests/test_bench.py tests/cross_language
+fi
+step "pytest (all backends together)" "${PYTEST[@]}" tests/multi_backend
 step "R testthat" bash r-wrapper/tools/test.sh
 step "R CMD check" bash r-wrapper/tools/check.sh
 
+printf '\nTime per step:\n'
+printf '%s\n' "${timings[@]}"
+printf '%5d s  in all\n' "$SECONDS"
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nFAILED: %s\n' "${failed[*]}"
   exit 1

@@ -7,7 +7,7 @@ package pygqa fails every cross-language test; without it they are skipped.
 import os
 
 import pytest
-from xlang import LARGEST, RSession
+from xlang import RSession
 
 
 def pytest_collection_modifyitems(items):
@@ -29,9 +29,3 @@ def r():
         pytest.skip(message)
     return session
 
-
-def pytest_terminal_summary(terminalreporter):
-    if LARGEST["where"] is not None:
-        terminalreporter.write_line(
-            f"cross-language: largest |R - Python| = {LARGEST['diff']:.3g} ({LARGEST['where']})"
-        )

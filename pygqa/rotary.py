@@ -43,6 +43,7 @@ def default_positions(length, start=None):
 
 def rotate(x, positions, max_wavelength, scaling_factor=1.0):
     """Rotates heads `x` (batch, T, heads, head_dim) by `positions` (batch or 1, T)."""
+    x = ops.convert_to_tensor(x)
     head_dim = x.shape[-1]
     inverse = inverse_frequencies(head_dim, max_wavelength, scaling_factor)
     # Letters: b batch, t position, f rotated pair.

@@ -16,10 +16,10 @@ TF_NOTICES+='|^I[0-9]{4} [0-9:.]+ +[0-9]+ port\.cc:[0-9]+\] oneDNN custom operat
 TF_NOTICES+='|^E[0-9]{4} [0-9:.]+ +[0-9]+ [a-z_]+\.cc:[0-9]+\] oneDNN supports DT_[A-Z0-9]+ only on '
 TF_NOTICES+='platforms with AVX-512\. Falling back to the default Eigen-based implementation'
 without_tf_notices() {
-  local status=0
-  "$@" 2> >(grep --line-buffered -v -E "$TF_NOTICES" >&2) || status=$?
-  wait  # for the filter to pass on the last lines
-  return $status
+  # stderr through the filter, stdout untouched (fd 3), the command's status kept.
+  # (grep's own status, 1 when nothing is left to print, does not count.)
+  { "$@" 2>&1 1>&3 3>&- | { grep --line-buffered -v -E "$TF_NOTICES" >&2 || true; }; } 3>&1
+  return "${PIPESTATUS[0]}"
 }
 
 case "${1:-}" in

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test, assuming scripts/setup.sh has run: the Python suite once per
 # Keras backend, TensorFlow's numerics-sensitive tests again with oneDNN in the
-# other state than this CPU's default, the cross-backend checks, the R
+# other state than the first run's, the cross-backend checks, the R
 # package's tests and R CMD check. Missing backends, R or rpy2 make tests fail
 # here, never skip. Prints the CPU first and each step's time last.
 set -uo pipefail
@@ -15,23 +15,26 @@ BACKENDS=${PYGQA_BACKENDS:-tensorflow jax torch}
 WORKERS=${PYGQA_TEST_WORKERS:-2}
 PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist loadfile)
 
-# The CPU and TensorFlow's oneDNN state, which change rounding and op names:
-# the results below hold on this machine, in both oneDNN states.
-onednn_default=$(env -u TF_ENABLE_ONEDNN_OPTS KERAS_BACKEND=tensorflow .venv/bin/python -c \
+# The CPU and TensorFlow's oneDNN state, which change rounding and op names.
+# The main TensorFlow run keeps the state it finds (the CPU's default unless
+# TF_ENABLE_ONEDNN_OPTS is set); a second run takes the other one.
+onednn_main=$(KERAS_BACKEND=tensorflow .venv/bin/python -c \
   'from tensorflow.python.util import _pywrap_util_port as p; print(int(p.IsMklEnabled()))' \
   2>/dev/null || echo "?")
-case "$onednn_default" in
+case "$onednn_main" in
   1) onednn_other=0 ;;
   0) onednn_other=1 ;;
   *) echo "cannot read TensorFlow's oneDNN state" >&2; onednn_other=0 ;;
 esac
 KERAS_BACKEND=tensorflow .venv/bin/python -c '
-import sys
+import os, sys
 from pygqa.bench import machine
 print("CPU:", machine.caption(machine.describe()))
-print("TensorFlow oneDNN by default:", {"1": "on", "0": "off"}.get(sys.argv[1], "unknown"),
-      "(TF_ENABLE_ONEDNN_OPTS unset); flipped run:", "TF_ENABLE_ONEDNN_OPTS=" + sys.argv[2])
-' "$onednn_default" "$onednn_other" 2>/dev/null
+switch = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+print("TensorFlow oneDNN:", {"1": "on", "0": "off"}.get(sys.argv[1], "unknown"),
+      "(" + (f"TF_ENABLE_ONEDNN_OPTS={switch}" if switch is not None
+             else "TF_ENABLE_ONEDNN_OPTS unset: the default") + "); second run with TF_ENABLE_ONEDNN_OPTS=" + sys.argv[2])
+' "$onednn_main" "$onednn_other" 2>/dev/null
 
 failed=()
 timings=()

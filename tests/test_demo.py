@@ -57,3 +57,28 @@ if keras.backend.backend() == "tensorflow":
         assert "[FAILED] final weights" in result.stdout
         assert "[ok] the same data" in result.stdout  # only the seed differed
         assert "R and Python disagree" in result.stderr
+
+
+def test_the_r_demo_script_has_the_python_demos_settings():
+    """`demo("place-names", package = "pygqa")` in R runs without Python's config.json, on
+    the defaults written in the script: they must be the Python demo's."""
+    import pathlib
+    import re
+
+    from pygqa import demo
+
+    script = pathlib.Path(__file__).parent.parent / "r-wrapper" / "demo" / "place-names.R"
+    block = re.search(r"defaults <- list\((.*?)\n\)", script.read_text(), re.S).group(1)
+    def value(text):  # R's 2L, 0.1, 3e-3, "abc"
+        if text.startswith('"'):
+            return text.strip('"')
+        return int(text[:-1]) if text.endswith("L") else float(text)
+
+    found = {name: value(text) for name, text
+             in re.findall(r"(\w+) = (\"[^\"]*\"|[0-9.e-]+L?)", block)}
+    assert found == {
+        "seed": demo.SEED, "width": demo.WIDTH, "head_dim": demo.HEAD_DIM,
+        "query_heads": demo.QUERY_HEADS, "kv_heads": demo.KV_HEADS, "blocks": demo.BLOCKS,
+        "dropout": demo.DROPOUT, "epochs": demo.EPOCHS, "batch_size": demo.BATCH_SIZE,
+        "learning_rate": demo.LEARNING_RATE, "prompts": demo.PROMPTS,
+    }

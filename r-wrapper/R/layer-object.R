@@ -31,6 +31,7 @@ call_layer <- function(py_layer, query, value = NULL, key = NULL, ..., .call = N
     }
   }
   if (!is.null(extra$cache)) extra$cache <- as_py_input(extra$cache)
+  if (!is.null(extra$positions)) extra$positions <- as_py_positions(extra$positions, .call)
   if (is.numeric(extra$cache_update_index) && !is.object(extra$cache_update_index)) {
     # A count of positions, so 0 for the first call, as in Python.
     extra$cache_update_index <- as_whole_number(extra$cache_update_index,
@@ -48,6 +49,24 @@ call_layer <- function(py_layer, query, value = NULL, key = NULL, ..., .call = N
     names(out) <- output_names
   }
   out
+}
+
+# Rotary positions: an R integer vector (T) or matrix (batch x T), or whole
+# doubles (`c(0, 1, 2)`), become an int32 NumPy array; Python objects pass
+# through (Python checks their dtype and shape).
+as_py_positions <- function(x, call = NULL) {
+  if (inherits(x, "python.builtin.object")) {
+    return(x)
+  }
+  ok <- (is.integer(x) || is.double(x)) && !is.object(x) && length(x) > 0L &&
+    !anyNA(x) && all(is.finite(x)) && all(x == trunc(x)) && all(abs(x) <= .Machine$integer.max) &&
+    length(dim(x)) <= 2L
+  if (!ok) {
+    stop_argument("positions", x, paste0(
+      "whole numbers without NA, a vector (one per query row) or a matrix (batch x rows)"), call)
+  }
+  reticulate::np_array(array(as.integer(x), dim = dim(x) %||% length(x)), dtype = "int32",
+                       order = "C")
 }
 
 check_named <- function(args, where, call) {

@@ -58,6 +58,13 @@
 #'   and values are written after them, later positions are masked, and with
 #'   `use_causal_mask = TRUE` query row `r` is position
 #'   `cache_update_index + r`. `NULL` only reads the cache.
+#' - `positions`: with `rope_max_wavelength`, the positions of the query rows
+#'   for the rotary embedding, whole numbers counted from 0 as in Python: an
+#'   integer vector of length `T`, or a `batch` x `T` matrix (one row per
+#'   sequence, e.g. `cumsum(padding) - 1` for left-padded prompts). Keys of
+#'   the query's length take the same positions. By default `0:(T - 1)`, and
+#'   `cache_update_index + 0:(T - 1)` with a cache; cached keys are rotated
+#'   once, when written.
 #'
 #' Further Python call arguments may be given by name in `...`. Outputs are
 #' backend tensors; `as.array()` and `dim()` work on them with every backend.
@@ -101,7 +108,19 @@
 #'   sliding window of Mistral or Phi-3). `use_gate = TRUE`: gated attention
 #'   (arXiv 2505.06708), a sigmoid `gate` projection of the query that scales
 #'   each head's output before the output projection. keras3 code that passes
-#'   any of these works unchanged.
+#'   any of these works unchanged. The options of decoder language models
+#'   (Llama, Mistral, Qwen 3, Gemma 3), applied to the projected heads:
+#'   `rope_max_wavelength` (`NULL`, off; or a positive number such as 10000):
+#'   rotary position embeddings on query and key, the first half of each
+#'   head's features turning with the second half, as in keras-hub
+#'   (`head_dim` must be even); `rope_scaling_factor` (1): positions are
+#'   divided by it; `use_query_key_norm = TRUE`: an RMS norm of each query and
+#'   key head with learned scales (`query_norm/scale`, `key_norm/scale`, last
+#'   in `get_weights()`), before the rotation; `layer_norm_epsilon` (1e-6):
+#'   that norm's epsilon; `logit_soft_cap` (`NULL` or a positive number):
+#'   logits become `cap * tanh(logits / cap)` before the softmax (not with
+#'   `flash_attention = TRUE`); `attention_scale` (`NULL`, meaning
+#'   `1 / sqrt(head_dim)`): the factor of the logits.
 #'
 #' @returns
 #' Depends on `object`:

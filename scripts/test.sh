@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export PYGQA_REQUIRE_BACKENDS=tensorflow,jax,torch
-export PYGQA_REQUIRE_R=1 PYGQA_REQUIRE_PYTHON=1
+export PYGQA_REQUIRE_R=1 PYGQA_REQUIRE_PYTHON=1 PYGQA_REQUIRE_KERAS_HUB=1
 export RETICULATE_PYTHON="$PWD/.venv/bin/python"
 BACKENDS=${PYGQA_BACKENDS:-tensorflow jax torch}
 # Two pytest workers: most of a test's time is tracing and compiling, on one core.

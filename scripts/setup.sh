@@ -59,7 +59,9 @@ r_stamp=.venv/.pygqa-r-stamp
 r_want=$(find r-wrapper -type f ! -path '*/.Rcheck/*' -print0 | sort -z | xargs -0 cat | sha256sum | cut -d' ' -f1)
 if [ "$installed" != "$r_version" ] || [ ! -f "$r_stamp" ] || [ "$(cat "$r_stamp")" != "$r_want" ]; then
   log "installing the R package from r-wrapper/"
-  as_root R CMD INSTALL --no-multiarch r-wrapper >/dev/null
+  r_log=.venv/r-install.log
+  as_root R CMD INSTALL --no-multiarch r-wrapper >"$r_log" 2>&1 ||
+    { tail -n 40 "$r_log" >&2; log "R CMD INSTALL failed, full log: $r_log"; exit 1; }
   echo "$r_want" > "$r_stamp"
 fi
 log "ready: Python $(.venv/bin/python -c 'import keras; print("keras", keras.__version__)'), R pygqa $r_version"

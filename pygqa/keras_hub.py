@@ -15,7 +15,7 @@ What the conversion carries, per architecture (read from keras-hub 0.32.0):
 - Llama: rotary embeddings at `rope_max_wavelength`. Its rotary layer does not
   apply `rope_position_scaling_factor`, so neither does the converted layer;
   Llama 3.1's frequency adjustment (`rope_frequency_adjustment_factor` and its
-  low/high frequency factors) is refused by name.
+  low/high frequency factors) becomes `rope_frequency_adjustment`.
 - Mistral: rotary embeddings with linear scaling, and `sliding_window` (the
   attention class leaves the window to its decoder's mask; the converted
   layer applies it itself, which the decoder's mask then repeats).
@@ -90,8 +90,8 @@ def from_keras_hub(layer, **kwargs):
     Raises:
         TypeError: `layer` is not one of these classes.
         ValueError: `layer` is not built, or uses what pygqa does not
-            reproduce (Llama 3.1's rope frequency adjustment, Gemma's
-            bidirectional attention), named in the message.
+            reproduce (Gemma's bidirectional attention), named in the
+            message.
 
     Example:
 
@@ -146,24 +146,19 @@ def _sizes(weights):
 
 
 def _describe_llama(layer):
-    adjusted = {
-        name: getattr(layer, name)
-        for name in ("rope_frequency_adjustment_factor", "rope_low_freq_factor",
-                     "rope_high_freq_factor", "rope_pretraining_sequence_length")
-        if getattr(layer, name, None) is not None
-    }
-    if adjusted:
-        raise ValueError(
-            "Received an invalid value for `layer`: expected a LlamaAttention without Llama "
-            "3.1's rope frequency adjustment, which pygqa's rotary embedding does not have. "
-            "Received: " + ", ".join(f"{k}={v!r}" for k, v in adjusted.items())
-        )
+    adjustment = None
+    if layer.rope_frequency_adjustment_factor is not None:  # keras-hub sets all four or none
+        adjustment = dict(factor=layer.rope_frequency_adjustment_factor,
+                          low_freq_factor=layer.rope_low_freq_factor,
+                          high_freq_factor=layer.rope_high_freq_factor,
+                          original_max_length=layer.rope_pretraining_sequence_length)
     weights = _projections(layer._query_dense, layer._key_dense, layer._value_dense,
                            layer._output_dense)
     # LlamaRotaryEmbedding computes its frequencies without its position
     # scaling factor, so the layer's rope_position_scaling_factor changes nothing.
     config = dict(_sizes(weights), dropout=float(layer.dropout),
-                  rope_max_wavelength=layer.rope_max_wavelength)
+                  rope_max_wavelength=layer.rope_max_wavelength,
+                  rope_frequency_adjustment=adjustment)
     return config, weights
 
 

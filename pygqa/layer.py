@@ -24,7 +24,7 @@ _EXTRA_KWARGS = (
     "seed", "flash_attention", "sliding_window", "use_gate",
     # Decoder language models (Llama, Mistral, Qwen, Gemma):
     "rope_max_wavelength", "rope_scaling_factor", "use_query_key_norm", "layer_norm_epsilon",
-    "logit_soft_cap", "attention_scale",
+    "logit_soft_cap", "attention_scale", "rope_frequency_adjustment",
 )
 # Their defaults: a layer with these values is plain grouped query attention.
 DECODER_DEFAULTS = {
@@ -34,6 +34,7 @@ DECODER_DEFAULTS = {
     "layer_norm_epsilon": 1e-6,
     "logit_soft_cap": None,
     "attention_scale": None,
+    "rope_frequency_adjustment": None,
 }
 
 # Offsets added to `seed` for each initializer, so that no two weights share a seed.
@@ -59,6 +60,8 @@ def _decoder_options(kwargs):
         "logit_soft_cap", options["logit_soft_cap"])
     options["attention_scale"] = validation.optional_positive_number(
         "attention_scale", options["attention_scale"])
+    options["rope_frequency_adjustment"] = rotary.check_adjustment(
+        options["rope_frequency_adjustment"])
     return options
 
 
@@ -130,7 +133,10 @@ class GroupQueryAttention(keras.layers.Layer):
             the softmax (Gemma 2; computed on the explicit path, so
             `flash_attention=True` raises); `attention_scale` (None,
             default: `1/sqrt(head_dim)`): the factor of the logits (Gemma's
-            `query_pre_attn_scalar ** -0.5`).
+            `query_pre_attn_scalar ** -0.5`); `rope_frequency_adjustment`
+            (None, or a dict of `factor`, `low_freq_factor`,
+            `high_freq_factor`, `original_max_length`): Llama 3.1's slower
+            low frequencies (see `pygqa.rotary.inverse_frequencies`).
 
     Weights, in the order of `get_weights()`: `query/kernel`, `query/bias`,
     `key/kernel`, `key/bias`, [`gate/kernel`, `gate/bias`,] `value/kernel`,
@@ -432,7 +438,8 @@ class GroupQueryAttention(keras.layers.Layer):
             heads = norm(heads)
         if positions is not None:
             heads = rotary.rotate(
-                heads, positions, self.rope_max_wavelength, self.rope_scaling_factor
+                heads, positions, self.rope_max_wavelength, self.rope_scaling_factor,
+                self.rope_frequency_adjustment,
             )
         return heads
 

@@ -25,11 +25,29 @@ from keras import ops
 
 from pygqa import validation
 
+# The keys of `rope_frequency_adjustment` (Llama 3.1's long-context frequencies).
+ADJUSTMENT_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_length")
 
-def inverse_frequencies(head_dim, max_wavelength, scaling_factor=1.0):
-    """(head_dim // 2,) float32 inverse frequencies of the rotated pairs."""
+
+def inverse_frequencies(head_dim, max_wavelength, scaling_factor=1.0, adjustment=None):
+    """(head_dim // 2,) float32 inverse frequencies of the rotated pairs.
+
+    `adjustment` (Llama 3.1): a dict with ADJUSTMENT_KEYS. Pairs whose
+    wavelength exceeds `original_max_length / low_freq_factor` turn `factor`
+    times slower, pairs shorter than `original_max_length / high_freq_factor`
+    are kept, and the ones between blend the two linearly in
+    `original_max_length / wavelength`.
+    """
     exponents = ops.arange(0, head_dim, 2, dtype="float32") / float(head_dim)
     inverse = ops.power(ops.cast(max_wavelength, "float32"), -exponents)
+    if adjustment is not None:
+        factor, low, high, original = (float(adjustment[k]) for k in ADJUSTMENT_KEYS)
+        wavelength = 2.0 * np.pi / inverse
+        slowed = inverse / factor
+        blend = (original / wavelength - low) / (high - low)  # 0 at the long end, 1 at the short
+        blended = (1.0 - blend) * slowed + blend * inverse
+        inverse = ops.where(wavelength > original / low, slowed,
+                            ops.where(wavelength < original / high, inverse, blended))
     return inverse / ops.cast(scaling_factor, "float32")
 
 
@@ -41,11 +59,11 @@ def default_positions(length, start=None):
     return ops.expand_dims(positions, 0)
 
 
-def rotate(x, positions, max_wavelength, scaling_factor=1.0):
+def rotate(x, positions, max_wavelength, scaling_factor=1.0, adjustment=None):
     """Rotates heads `x` (batch, T, heads, head_dim) by `positions` (batch or 1, T)."""
     x = ops.convert_to_tensor(x)
     head_dim = x.shape[-1]
-    inverse = inverse_frequencies(head_dim, max_wavelength, scaling_factor)
+    inverse = inverse_frequencies(head_dim, max_wavelength, scaling_factor, adjustment)
     # Letters: b batch, t position, f rotated pair.
     angles = ops.einsum("bt,f->btf", ops.cast(positions, "float32"), inverse)  # (b, t, h/2)
     angles = ops.concatenate([angles, angles], axis=-1)[:, :, None, :]  # (b, t, 1, h)
@@ -54,6 +72,26 @@ def rotate(x, positions, max_wavelength, scaling_factor=1.0):
     first, second = ops.split(x, 2, axis=-1)  # (b, t, heads, h/2) each
     turned = ops.concatenate([-second, first], axis=-1)  # (b, t, heads, h)
     return x * cos + turned * sin
+
+
+def check_adjustment(value):
+    """None, or the `rope_frequency_adjustment` dict with positive numbers, checked."""
+    if value is None:
+        return None
+    expected = ("None or a dict with the positive numbers " + ", ".join(ADJUSTMENT_KEYS)
+                + " (low_freq_factor < high_freq_factor)")
+    ok = isinstance(value, dict) and sorted(value) == sorted(ADJUSTMENT_KEYS)
+    if ok:
+        try:
+            value = {k: validation.positive_number(k, value[k]) for k in ADJUSTMENT_KEYS}
+        except (TypeError, ValueError):
+            ok = False
+    if not ok or value["low_freq_factor"] >= value["high_freq_factor"]:
+        raise ValueError(
+            f"Received an invalid value for `rope_frequency_adjustment`: expected {expected}. "
+            f"Received: rope_frequency_adjustment={value!r}"
+        )
+    return value
 
 
 def check_positions(positions, batch, length, rope_max_wavelength):

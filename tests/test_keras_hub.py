@@ -235,7 +235,7 @@ def test_gemma3_global_attention_converts_exactly():
     rng = np.random.default_rng(4)
     for variable in theirs.weights:
         variable.assign(rng.normal(scale=0.5, size=variable.shape).astype("float32"))
-    ours = pygqa.from_keras_hub(theirs)
+    ours = pygqa.from_keras_hub(theirs, flash_attention=False)  # paths: test_rotary.py
     carried = (ours.sliding_window, ours.attention_scale, ours.rope_scaling_factor)
     assert carried == (None, None, 8.0)
     x = rng.normal(size=(2, 9, 32)).astype("float32")
@@ -251,19 +251,34 @@ def test_converter_refuses_what_it_cannot_reproduce():
         pygqa.from_keras_hub(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="expected a built layer.*built=False"):
         pygqa.from_keras_hub(LlamaAttention(num_query_heads=4, num_key_value_heads=2))
-    llama3 = LlamaAttention(num_query_heads=4, num_key_value_heads=2,
-                            rope_frequency_adjustment_factor=8.0, rope_low_freq_factor=1.0,
-                            rope_high_freq_factor=4.0, rope_pretraining_sequence_length=64)
-    llama3.build((None, None, 32))
-    with pytest.raises(ValueError, match="Llama 3.1's rope frequency adjustment.*"
-                                         "rope_frequency_adjustment_factor=8.0"):
-        pygqa.from_keras_hub(llama3)
     lm = _build("llama")
     swap_attention(lm)
     with pytest.raises(ValueError, match="already pygqa's"):
         swap_attention(lm)
     with pytest.raises(TypeError, match="`causal_lm`: expected a keras-hub CausalLM"):
         swap_attention(keras.Sequential([]))
+
+
+def test_llama3_frequency_adjustment_converts_exactly():
+    # head_dim 8, wavelength 1e4: pair wavelengths 6.3, 63, 628, 6283 against an original
+    # length 64 with factors 1 and 4: one pair kept, one blended, two slowed.
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+
+    theirs = LlamaAttention(num_query_heads=4, num_key_value_heads=2,
+                            rope_frequency_adjustment_factor=8.0, rope_low_freq_factor=1.0,
+                            rope_high_freq_factor=4.0, rope_pretraining_sequence_length=64)
+    theirs.build((None, None, 32))
+    ours = pygqa.from_keras_hub(theirs, flash_attention=False)  # paths: test_rotary.py
+    assert ours.rope_frequency_adjustment == dict(
+        factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_length=64.0)
+    x = np.random.default_rng(6).normal(size=(1, 40, 32)).astype("float32")
+    mask = compute_causal_mask(1, 40, 40, 0)
+    assert _relative(to_numpy(ours(x, attention_mask=ops.cast(mask, "bool"))),
+                     to_numpy(theirs(x, attention_mask=mask))) <= TOLERANCE
+    plain = pygqa.from_keras_hub(theirs, rope_frequency_adjustment=None,  # it matters
+                                 flash_attention=False)
+    assert _relative(to_numpy(plain(x, attention_mask=ops.cast(mask, "bool"))),
+                     to_numpy(theirs(x, attention_mask=mask))) > 1e-3
 
 
 def test_llama_position_scaling_factor_is_what_keras_hub_computes():
@@ -274,7 +289,7 @@ def test_llama_position_scaling_factor_is_what_keras_hub_computes():
     theirs = LlamaAttention(num_query_heads=4, num_key_value_heads=2,
                             rope_position_scaling_factor=4.0, rope_max_wavelength=50)
     theirs.build((None, None, 32))
-    ours = pygqa.from_keras_hub(theirs)
+    ours = pygqa.from_keras_hub(theirs, flash_attention=False)  # paths: test_rotary.py
     assert ours.rope_scaling_factor == 1.0
     x = np.random.default_rng(3).normal(size=(1, 9, 32)).astype("float32")
     mask = compute_causal_mask(1, 9, 9, 0)

@@ -32,10 +32,26 @@ def _layer(rng, **options):
     return layer
 
 
-def _rotate_reference(x, positions, wavelength, factor):
+def _theta(head_dim, wavelength, factor, adjustment=None):
+    theta = wavelength ** (-np.arange(head_dim // 2) * 2.0 / head_dim)
+    if adjustment is not None:  # Llama 3.1, pair by pair
+        for i, t in enumerate(theta):
+            wave = 2 * np.pi / t
+            low = adjustment["original_max_length"] / adjustment["low_freq_factor"]
+            high = adjustment["original_max_length"] / adjustment["high_freq_factor"]
+            if wave > low:
+                theta[i] = t / adjustment["factor"]
+            elif wave >= high:
+                mix = ((adjustment["original_max_length"] / wave - adjustment["low_freq_factor"])
+                       / (adjustment["high_freq_factor"] - adjustment["low_freq_factor"]))
+                theta[i] = (1 - mix) * t / adjustment["factor"] + mix * t
+    return theta / factor
+
+
+def _rotate_reference(x, positions, wavelength, factor, adjustment=None):
     """x (b, t, n, h) turned pair by pair: (x_i, x_{i+h/2}) by positions * theta_i."""
     half = x.shape[-1] // 2
-    theta = wavelength ** (-np.arange(half) * 2.0 / x.shape[-1]) / factor  # (h/2,)
+    theta = _theta(x.shape[-1], wavelength, factor, adjustment)  # (h/2,)
     angle = positions[:, :, None, None] * theta  # (b, t, 1, h/2)
     first, second = x[..., :half], x[..., half:]
     return np.concatenate([first * np.cos(angle) - second * np.sin(angle),
@@ -60,8 +76,9 @@ def decoder_reference(layer, x, positions=None, mask=None, causal=True):
     if layer.rope_max_wavelength is not None:
         pos = np.broadcast_to(np.arange(t) if positions is None else positions, (b, t))
         pos = pos.astype(np.float64)
-        q = _rotate_reference(q, pos, layer.rope_max_wavelength, layer.rope_scaling_factor)
-        k = _rotate_reference(k, pos, layer.rope_max_wavelength, layer.rope_scaling_factor)
+        rope = (layer.rope_max_wavelength, layer.rope_scaling_factor,
+                layer.rope_frequency_adjustment)
+        q, k = _rotate_reference(q, pos, *rope), _rotate_reference(k, pos, *rope)
     group = q.shape[2] // k.shape[2]
     k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
     scale = layer.attention_scale or 1.0 / np.sqrt(q.shape[-1])
@@ -114,6 +131,10 @@ CASES = {
     "scale-fused": (dict(rope_max_wavelength=WAVELENGTH, attention_scale=0.7), {}),
     "soft-cap": (dict(rope_max_wavelength=WAVELENGTH, logit_soft_cap=0.8,
                       attention_scale=0.7, use_query_key_norm=True), {}),
+    # Wavelengths 6.3, 63, 628, 6283 against 32 / (1, 4): slowed, blended and kept pairs.
+    "llama3-adjusted": (dict(rope_max_wavelength=10000.0, rope_frequency_adjustment=dict(
+        factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_length=128)),
+        dict(positions=np.arange(0, 70, 10, dtype="int32"))),
     "window-gate": (dict(rope_max_wavelength=WAVELENGTH, sliding_window=3, use_gate=True,
                          use_query_key_norm=True), {}),
 }
@@ -292,8 +313,13 @@ def test_config_and_saving_round_trip(rng):
     (dict(use_query_key_norm=1), TypeError, "`use_query_key_norm`"),
     (dict(use_query_key_norm=True, layer_norm_epsilon=0), ValueError, "`layer_norm_epsilon`"),
     (dict(attention_scale=-0.1), ValueError, "`attention_scale`"),
+    (dict(rope_max_wavelength=100, rope_frequency_adjustment=dict(factor=8.0)), ValueError,
+     "`rope_frequency_adjustment`: expected None or a dict"),
+    (dict(rope_max_wavelength=100, rope_frequency_adjustment=dict(
+        factor=8.0, low_freq_factor=4.0, high_freq_factor=1.0, original_max_length=64)),
+     ValueError, "low_freq_factor < high_freq_factor"),
 ], ids=["wavelength-zero", "wavelength-string", "scaling-negative", "cap-zero", "norm-int",
-        "epsilon-zero", "scale-negative"])
+        "epsilon-zero", "scale-negative", "adjustment-keys", "adjustment-order"])
 def test_bad_options_name_the_argument(options, error, words):
     with pytest.raises(error, match=words):
         pygqa.GroupQueryAttention(HEAD_DIM, HEADS, KV_HEADS, **options)

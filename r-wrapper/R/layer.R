@@ -120,7 +120,10 @@
 #'   that norm's epsilon; `logit_soft_cap` (`NULL` or a positive number):
 #'   logits become `cap * tanh(logits / cap)` before the softmax (not with
 #'   `flash_attention = TRUE`); `attention_scale` (`NULL`, meaning
-#'   `1 / sqrt(head_dim)`): the factor of the logits.
+#'   `1 / sqrt(head_dim)`): the factor of the logits;
+#'   `rope_frequency_adjustment`: Llama 3.1's slower low frequencies, a named
+#'   list of `factor`, `low_freq_factor`, `high_freq_factor` and
+#'   `original_max_length`.
 #'
 #' @returns
 #' Depends on `object`:

@@ -346,6 +346,10 @@ def swap_attention(causal_lm, **kwargs):
     Returns:
         The list of the new `GroupQueryAttention` layers, one per block.
 
+    Saving: `save_weights()` / `load_weights()` move the weights between
+    swapped models. A `.keras` file of the whole model records keras-hub's
+    block configs, which rebuild keras-hub's attention: load it, then swap.
+
     Example:
 
     >>> import keras_hub

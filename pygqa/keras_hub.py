@@ -347,8 +347,9 @@ def swap_attention(causal_lm, **kwargs):
         The list of the new `GroupQueryAttention` layers, one per block.
 
     Saving: `save_weights()` / `load_weights()` move the weights between
-    swapped models. A `.keras` file of the whole model records keras-hub's
-    block configs, which rebuild keras-hub's attention: load it, then swap.
+    swapped models (tested: identical logits). A whole-model `.keras` file
+    rebuilds keras-hub's attention from the blocks' configs, so save the
+    model before swapping and swap after loading.
 
     Example:
 

@@ -52,14 +52,16 @@ for backend in $BACKENDS; do
     "${PYTEST[@]}" tests --ignore=tests/multi_backend
 done
 if [[ " $BACKENDS " == *" tensorflow "* ]]; then
-  # The kernels, the parity with Keras, the user paths (compiled fit/predict,
-  # XLA, export), the cross-language tests and the profile, with oneDNN's
-  # kernels swapped for Eigen's or the other way round.
+  # The kernels, the parity with Keras, keras-hub and the float64 reference,
+  # the user paths (compiled fit/predict, XLA, export), the cross-language
+  # tests and the profile, with oneDNN's kernels swapped for Eigen's or the
+  # other way round.
   step "pytest (tensorflow, TF_ENABLE_ONEDNN_OPTS=$onednn_other)" \
     env KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS="$onednn_other" "${PYTEST[@]}" \
     tests/test_kernel_paths.py tests/test_band_kernel.py tests/test_gradients.py \
     tests/test_parity.py tests/test_properties.py tests/test_precision.py \
-    tests/test_user_paths.py tests/test_window_gate.py tests/test_bench.py tests/cross_language
+    tests/test_user_paths.py tests/test_window_gate.py tests/test_rotary.py \
+    tests/test_keras_hub.py tests/test_bench.py tests/cross_language
 fi
 step "pytest (all backends together)" "${PYTEST[@]}" tests/multi_backend
 step "R testthat" bash r-wrapper/tools/test.sh

@@ -41,12 +41,13 @@ fi
 tarball=$(ls "$work"/pygqa_*.tar.gz)
 echo "built $(basename "$tarball")"
 
-run_check() {  # $1: label; the environment is already set by the caller
-  local dir="$work/$1"
+run_check() {  # $1: label, then options of R CMD check; the environment is set by the caller
+  local label=$1; shift
+  local dir="$work/$label"
   mkdir -p "$dir"
-  (cd "$dir" && R CMD check --no-manual "$tarball" >check.out 2>&1) || true
+  (cd "$dir" && R CMD check --no-manual "$@" "$tarball" >check.out 2>&1) || true
   local log="$dir/pygqa.Rcheck/00check.log"
-  echo "== R CMD check ($1, RETICULATE_PYTHON=${RETICULATE_PYTHON:-unset})"
+  echo "== R CMD check ($label${*:+ $*}, RETICULATE_PYTHON=${RETICULATE_PYTHON:-unset})"
   if [ ! -f "$log" ]; then cat "$dir/check.out"; status=1; return; fi
   grep -E '\.\.\. (ERROR|WARNING|NOTE)' -A 8 "$log" || true
   local testlog
@@ -61,7 +62,12 @@ run_check() {  # $1: label; the environment is already set by the caller
 
 if [ "$mode" = with-python ] || [ "$mode" = both ]; then
   python="${RETICULATE_PYTHON:-$repo/.venv/bin/python}"
-  RETICULATE_PYTHON="$python" PYGQA_REQUIRE_PYTHON=1 run_check with-python
+  # scripts/test.sh runs the testthat suite with Python in its own step just
+  # before (PYGQA_CHECK_TESTS_WITH_PYTHON=0): the check then runs examples and
+  # vignettes with Python, and the tests once, without it (below).
+  with_python_options=()
+  [ "${PYGQA_CHECK_TESTS_WITH_PYTHON:-1}" = 0 ] && with_python_options=(--no-tests)
+  RETICULATE_PYTHON="$python" PYGQA_REQUIRE_PYTHON=1 run_check with-python "${with_python_options[@]}"
 fi
 if [ "$mode" = without-python ] || [ "$mode" = both ]; then
   base=$(command -v python3 || true)

@@ -18,7 +18,7 @@ PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist l
 # subprocesses, R's children): a program compiled once is read back, not
 # compiled again (7% of the JAX step's time, measured on 377 of its tests).
 JAX_COMPILATION_CACHE_DIR=$(mktemp -d)
-trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR" "${logs:-}"' EXIT
 export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 
@@ -53,6 +53,30 @@ step() {
   timings+=("$(printf '%5d s  %s' $((SECONDS - start)) "$name")")
 }
 
+# Steps that run in the background, each into its own log; finish_background_steps
+# waits for them and prints their logs, results and times in the order started.
+logs=$(mktemp -d)
+background=()
+background_step() {
+  local name=$1; shift
+  local log="$logs/${#background[@]}"
+  ( start=$SECONDS; "$@"; status=$?; echo $((SECONDS - start)) >"$log.seconds"; exit $status ) \
+    >"$log" 2>&1 &
+  background+=("$!:$log:$name")
+}
+finish_background_steps() {
+  local entry pid log name status
+  for entry in "${background[@]}"; do
+    pid=${entry%%:*}; log=${entry#*:}; log=${log%%:*}; name=${entry#*:*:}
+    wait "$pid"; status=$?
+    printf '\n=== %s (in the background) ===\n' "$name"
+    cat "$log"
+    if [ "$status" = 0 ]; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failed+=("$name"); fi
+    timings+=("$(printf '%5d s  %s (in the background)' "$(cat "$log.seconds" 2>/dev/null || echo 0)" "$name")")
+  done
+  background=()
+}
+
 step "ruff (lint)" .venv/bin/python -m ruff check pygqa tests benchmarks
 for backend in $BACKENDS; do
   step "pytest ($backend)" env KERAS_BACKEND="$backend" \
@@ -71,9 +95,13 @@ if [[ " $BACKENDS " == *" tensorflow "* ]]; then
     tests/test_keras_hub.py tests/test_bench.py tests/cross_language
 fi
 step "pytest (all backends together)" "${PYTEST[@]}" tests/multi_backend
-step "R testthat" bash r-wrapper/tools/test.sh
-# The R testthat step above ran the tests with Python; the check runs them without.
-step "R CMD check" env PYGQA_CHECK_TESTS_WITH_PYTHON=0 bash r-wrapper/tools/check.sh
+# The R package's two steps side by side (each mostly one R process on one
+# core): testthat with Python, and R CMD check, which builds the package and
+# its vignettes, runs the examples with Python and the tests without it (the
+# testthat step runs them with Python).
+background_step "R testthat" bash r-wrapper/tools/test.sh
+background_step "R CMD check" env PYGQA_CHECK_TESTS_WITH_PYTHON=0 bash r-wrapper/tools/check.sh
+finish_background_steps
 
 printf '\nTime per step:\n'
 printf '%s\n' "${timings[@]}"

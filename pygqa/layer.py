@@ -45,24 +45,22 @@ _SEED_OFFSETS = {"query": 0, "key": 1, "value": 2, "attention_output": 3, "gate"
 _BUILD_LOCK = threading.RLock()
 
 
+# How each decoder option is checked: f(name, value) -> the value to keep.
+_DECODER_CHECKS = {
+    "rope_max_wavelength": validation.optional_positive_number,
+    "rope_scaling_factor": validation.positive_number,
+    "use_query_key_norm": validation.boolean,
+    "layer_norm_epsilon": validation.positive_number,
+    "logit_soft_cap": validation.optional_positive_number,
+    "attention_scale": validation.optional_positive_number,
+    "rope_frequency_adjustment": lambda name, value: rotary.check_adjustment(value),
+}
+
+
 def _decoder_options(kwargs):
     """Pops and checks the decoder options from `kwargs`; returns them with defaults."""
-    options = {name: kwargs.pop(name, default) for name, default in DECODER_DEFAULTS.items()}
-    options["rope_max_wavelength"] = validation.optional_positive_number(
-        "rope_max_wavelength", options["rope_max_wavelength"])
-    options["rope_scaling_factor"] = validation.positive_number(
-        "rope_scaling_factor", options["rope_scaling_factor"])
-    options["use_query_key_norm"] = validation.boolean(
-        "use_query_key_norm", options["use_query_key_norm"])
-    options["layer_norm_epsilon"] = validation.positive_number(
-        "layer_norm_epsilon", options["layer_norm_epsilon"])
-    options["logit_soft_cap"] = validation.optional_positive_number(
-        "logit_soft_cap", options["logit_soft_cap"])
-    options["attention_scale"] = validation.optional_positive_number(
-        "attention_scale", options["attention_scale"])
-    options["rope_frequency_adjustment"] = rotary.check_adjustment(
-        options["rope_frequency_adjustment"])
-    return options
+    return {name: _DECODER_CHECKS[name](name, kwargs.pop(name, default))
+            for name, default in DECODER_DEFAULTS.items()}
 
 
 @keras.saving.register_keras_serializable(package="pygqa")

@@ -24,24 +24,23 @@ export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 
 # The CPU and TensorFlow's oneDNN state, which change rounding and op names.
 # The main TensorFlow run keeps the state it finds (the CPU's default unless
-# TF_ENABLE_ONEDNN_OPTS is set); a second run takes the other one.
-onednn_main=$(KERAS_BACKEND=tensorflow .venv/bin/python -c \
-  'from tensorflow.python.util import _pywrap_util_port as p; print(int(p.IsMklEnabled()))' \
-  2>/dev/null || echo "?")
-case "$onednn_main" in
-  1) onednn_other=0 ;;
-  0) onednn_other=1 ;;
-  *) echo "cannot read TensorFlow's oneDNN state" >&2; onednn_other=0 ;;
-esac
-KERAS_BACKEND=tensorflow .venv/bin/python -c '
-import os, sys
+# TF_ENABLE_ONEDNN_OPTS is set); a second run takes the other one. One Python
+# prints both lines and, last, the other state's TF_ENABLE_ONEDNN_OPTS value.
+machine_lines=$(KERAS_BACKEND=tensorflow .venv/bin/python -c '
+import os
 from pygqa.bench import machine
-print("CPU:", machine.caption(machine.describe()))
+described = machine.describe()
+state = described["libraries"]["tf_onednn"]
+other = 0 if state == "on" else 1
 switch = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-print("TensorFlow oneDNN:", {"1": "on", "0": "off"}.get(sys.argv[1], "unknown"),
-      "(" + (f"TF_ENABLE_ONEDNN_OPTS={switch}" if switch is not None
-             else "TF_ENABLE_ONEDNN_OPTS unset: the default") + "); second run with TF_ENABLE_ONEDNN_OPTS=" + sys.argv[2])
-' "$onednn_main" "$onednn_other" 2>/dev/null
+print("CPU:", machine.caption(described))
+print(f"TensorFlow oneDNN: {state} (" + (f"TF_ENABLE_ONEDNN_OPTS={switch}" if switch is not None
+      else "TF_ENABLE_ONEDNN_OPTS unset: the default") + "); second run with "
+      f"TF_ENABLE_ONEDNN_OPTS={other}")
+print(other)
+' 2>/dev/null) || { echo "cannot read the CPU and TensorFlow's oneDNN state" >&2; machine_lines=0; }
+onednn_other=${machine_lines##*$'\n'}
+[ "$machine_lines" = "$onednn_other" ] || printf '%s\n' "${machine_lines%$'\n'*}"
 
 failed=()
 timings=()

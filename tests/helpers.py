@@ -18,6 +18,21 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def compiled(function):
+    """`function` compiled the way each backend's users compile it: jax.jit, tf.function;
+    torch users run eager."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function)
+    return function
+
+
 def random_weights(layer, rng, scale=0.3):
     """Gives every weight of a built layer random values (biases included)."""
     layer.set_weights(

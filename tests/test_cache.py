@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from helpers import ATOL, LAYOUTS, RTOL, random_weights, to_numpy
+from helpers import ATOL, LAYOUTS, RTOL, compiled, random_weights, to_numpy
 from keras import ops
 
 import pygqa
@@ -57,19 +57,6 @@ def test_decoding_step_by_step_equals_one_causal_call(layout, prefill, rng):
     assert not cache[:, :, LENGTH:].any()
 
 
-def _compiled(function):
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(function)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(function)
-    return function  # torch users run eager
-
-
 def test_decoding_step_compiles_once_with_a_tensor_index(rng):
     layer = _layer(rng)
     x = _sequence(rng)
@@ -80,7 +67,7 @@ def test_decoding_step_compiles_once_with_a_tensor_index(rng):
         traces.append(None)  # runs at each trace (jax, tensorflow) or call (torch)
         return layer(x, cache=cache, cache_update_index=index, use_causal_mask=True)
 
-    got, _ = _decode(_compiled(step), layer, x, prefill=1)
+    got, _ = _decode(compiled(step), layer, x, prefill=1)
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL)
     if keras.backend.backend() != "torch":
         # One trace for the prefill call (index 0 as an int), one for every later step.

@@ -14,7 +14,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from helpers import to_numpy
+from helpers import compiled, to_numpy
 from keras import ops
 
 try:
@@ -177,16 +177,7 @@ def _compiled_step(layer, architecture):
         mask = _decoder_mask(architecture, x.shape[0], x.shape[1], LENGTH, index)
         return _call(layer, architecture, x, mask, cache, index)
 
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(step)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(step)
-    return step
+    return compiled(step)
 
 
 def test_each_attention_class_converts_exactly(swapped):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 from gradients import loss_gradients
-from helpers import ATOL, RTOL, to_numpy
+from helpers import ATOL, RTOL, compiled, to_numpy
 from keras import ops
 
 import pygqa
@@ -169,19 +169,6 @@ def test_rotation_leaves_position_zero_and_keeps_norms(rng):
     np.testing.assert_allclose(turned, expected, atol=1e-6)
 
 
-def _compiled(function):
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(function)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(function)
-    return function
-
-
 @pytest.mark.parametrize("rolling", [False, True], ids=["plain-cache", "rolling-cache"])
 def test_decoding_with_rotation_equals_one_causal_call(rolling, rng):
     # Rolling: a window of 3 in a 4-slot buffer, decoding 9 positions (it wraps twice).
@@ -198,7 +185,7 @@ def test_decoding_with_rotation_equals_one_causal_call(rolling, rng):
         traces.append(None)
         return layer(x, cache=cache, cache_update_index=index, use_causal_mask=True)
 
-    step = _compiled(step)
+    step = compiled(step)
     cache = layer.empty_cache(BATCH, 4 if rolling else 12)
     outputs = []
     for i in range(9):

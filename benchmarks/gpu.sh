@@ -58,9 +58,9 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 # jax must not grab 75% of GPU memory up front while torch runs later, and the
 # peak-memory figures should be the call's own.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-# The module is run by path: importing pygqa.bench would need the CPU suite's tqdm.
+# The module is run by path: importing the benchmarks package would need the CPU suite's tqdm.
 GPU_PY=("$PY" -c 'import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name="__main__")'
-        "$ROOT/pygqa/bench/gpu.py")
+        "$ROOT/benchmarks/gpu.py")
 status=0
 for backend in ${BACKENDS//,/ }; do
   rm -f "$OUT/$backend.json"

@@ -59,14 +59,6 @@ def _parser():
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument(
-        "--decode",
-        metavar="LENGTHS",
-        nargs="?",
-        const="512,1024,2048,4096,8192",
-        help="only the decode-step benchmark (GQA 8/2 vs MHA 8/8 heads with a key/value "
-        "cache) at these cache lengths (default 512,...,8192); writes decode.md",
-    )
-    bench.add_argument(
         "--stand-in",
         action="store_true",
         help="time keras's GQA layer in place of pygqa (to test the harness itself)",
@@ -91,16 +83,6 @@ def _bench(args):
         with open(os.path.join(args.summary, "summary.md"), "w") as f:
             f.write(text)
         print(text)
-        return 0
-
-    if args.decode:
-        import keras
-
-        from pygqa.bench.decode import run_decode
-
-        out = args.out or os.path.join("benchmarks", "results", keras.backend.backend())
-        run_decode(lengths=shp.parse_lengths(args.decode), rounds=args.rounds, out=out)
-        print(f"Written: {out}/decode.md, decode.json")
         return 0
 
     shapes = shp.parse_shapes(args.shapes) if args.shapes else []

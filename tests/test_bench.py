@@ -7,7 +7,7 @@ import numpy as np
 from helpers import to_numpy
 
 import pygqa
-from pygqa.bench import decode
+from benchmarks import decode
 
 
 def test_decode_step_returns_one_finite_position_per_sequence():
@@ -94,7 +94,7 @@ def test_block_size_follows_the_last_level_cache():
 if keras.backend.backend() == "torch":  # the floor is written in torch calls
 
     def test_torch_floor_computes_the_layers_function_and_reports_ratios(tmp_path):
-        from pygqa.bench import floor
+        from benchmarks import floor
         from pygqa.bench.shapes import Shape
 
         rows = floor.run([Shape("T", 2, 32), Shape("Tc", 1, 24, causal=True)], rounds=2)
@@ -110,7 +110,7 @@ if keras.backend.backend() == "torch":  # the floor is written in torch calls
 
 
 def test_profile_classifies_ops_by_what_they_compute_under_either_kernel_library():
-    from pygqa.bench import profile
+    from benchmarks import profile
 
     sizes = {"logits": (256, 96), "key": (96, 64)}
     # Eigen's names (oneDNN off) and oneDNN's (on) for the same computations.
@@ -130,7 +130,7 @@ def test_profile_classifies_ops_by_what_they_compute_under_either_kernel_library
 if keras.backend.backend() == "tensorflow":  # the profile traces TensorFlow's kernel
 
     def test_profile_attributes_the_kernels_traced_time_to_its_parts():
-        from pygqa.bench import profile
+        from benchmarks import profile
         from pygqa.bench.shapes import Shape
 
         for products in ("query", "key"):

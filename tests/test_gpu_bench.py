@@ -13,7 +13,7 @@ import sys
 
 import keras
 
-from pygqa.bench import gpu
+from benchmarks import gpu
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"

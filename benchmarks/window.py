@@ -1,6 +1,6 @@
 """Sliding-window benchmark: pygqa's band kernel against Keras's windowed layer.
 
-`python -m pygqa.bench.window [--lengths 4096,8192,16384] [--window 512]` runs
+`python -m benchmarks.window [--lengths 4096,8192,16384] [--window 512]` runs
 one backend (KERAS_BACKEND) and rewrites benchmarks/results/window.md from the
 results of every backend run so far (benchmarks/results/window.json).
 
@@ -29,6 +29,9 @@ import numpy as np
 
 from pygqa.bench import backends, impls, machine, timing
 from pygqa.bench.shapes import D_MODEL, HEAD_DIM, KV_HEADS, QUERY_HEADS
+
+# The worker runs as `python -m benchmarks.window` from here.
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LENGTHS = (4096, 8192, 16384)
 WINDOW = 512
@@ -123,8 +126,9 @@ def peak_in_subprocess(impl, length, window, limit_mib=16 * 1024, timeout_s=900)
     import psutil
 
     spec = json.dumps({"impl": impl, "length": length, "window": window})
-    proc = subprocess.Popen([sys.executable, "-m", "pygqa.bench.window", "--worker", spec],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.window", "--worker", spec],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPOSITORY)
     child, start = psutil.Process(proc.pid), time.monotonic()
     while proc.poll() is None:
         try:
@@ -173,7 +177,7 @@ def markdown(records):
         f"{QUERY_HEADS} query / {KV_HEADS} key-value heads, `sliding_window="
         f"{any_record['window']}`, `use_causal_mask=True`, forward+backward (gradients of the "
         "input and all weights). pygqa = the same projections and weights around "
-        "`pygqa.kernels.band.attention` (`python -m pygqa.bench.window`). Time: median ms over "
+        "`pygqa.kernels.band.attention` (`python -m benchmarks.window`). Time: median ms over "
         "paired interleaved rounds; `Keras/pygqa` = median of per-round ratios (min-max "
         "across rounds); memory: peak RSS above baseline of one call, each in a fresh "
         "process. Keras is not run past "
@@ -215,7 +219,7 @@ def markdown(records):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pygqa.bench.window", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.window", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
     parser.add_argument("--window", type=int, default=WINDOW)

@@ -1,6 +1,6 @@
 """torch: pygqa's layer against its floor, the same work written as bare torch calls.
 
-`python -m pygqa.bench.floor [--shapes A,B,C,D,F] [--rounds 9]` (KERAS_BACKEND=torch)
+`python -m benchmarks.floor [--shapes A,B,C,D,F] [--rounds 9]` (KERAS_BACKEND=torch)
 writes benchmarks/results/torch/floor.md. The floor is what the layer cannot
 do without: the four projection products with their biases and one
 `scaled_dot_product_attention(enable_gqa=True)` call, with the same weights,
@@ -125,7 +125,7 @@ def markdown(rows, rounds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pygqa.bench.floor", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.floor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--rounds", type=int, default=9)
@@ -133,7 +133,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if backends.BACKEND != "torch":
         raise SystemExit(
-            f"`python -m pygqa.bench.floor` measures the torch backend: expected "
+            f"`python -m benchmarks.floor` measures the torch backend: expected "
             f"KERAS_BACKEND=torch. Received: KERAS_BACKEND={backends.BACKEND!r}"
         )
     shapes = parse_shapes(args.shapes)

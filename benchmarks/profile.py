@@ -1,6 +1,6 @@
 """TensorFlow: where the blockwise kernel's time goes, op by op.
 
-`python -m pygqa.bench.profile [--shapes A,B,C] [--products auto|query|key]
+`python -m benchmarks.profile [--shapes A,B,C] [--products auto|query|key]
 [--parallel N]` runs the kernel's forward+backward (the layer's attention on
 projected heads, float32) in a TensorFlow graph with full tracing, sums the
 time of every op by what it computes, and prints one table per shape:
@@ -163,14 +163,14 @@ def markdown(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pygqa.bench.profile", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="A,B,C")
     parser.add_argument("--products", choices=("auto", "query", "key"), default="auto")
     parser.add_argument("--parallel", type=int, help="blocks in flight (default: the kernel's)")
     args = parser.parse_args(argv)
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        raise SystemExit("`python -m pygqa.bench.profile` profiles TensorFlow's kernel: expected "
+        raise SystemExit("`python -m benchmarks.profile` profiles TensorFlow's kernel: expected "
                          f"KERAS_BACKEND=tensorflow. Received: {os.environ['KERAS_BACKEND']!r}")
     for shape in parse_shapes(args.shapes):
         print(markdown(profile_shape(shape, args.products, args.parallel)), flush=True)

@@ -2,8 +2,8 @@
 
 Run through `benchmarks/gpu.sh`, which starts one process per backend:
 
-    python pygqa/bench/gpu.py --backend jax --out DIR [--cpu]    # DIR/jax.json
-    python pygqa/bench/gpu.py --report DIR                       # DIR/gpu.md
+    python benchmarks/gpu.py --backend jax --out DIR [--cpu]    # DIR/jax.json
+    python benchmarks/gpu.py --report DIR                       # DIR/gpu.md
 
 Self-contained on purpose: it imports keras, the backend and pygqa, nothing
 else (the CPU suite in this package needs tqdm, the GPU machine may not have

@@ -1,4 +1,4 @@
-"""Decoding with a key/value cache: grouped (8 query / 2 key-value heads) against
+"""Decoding with a key/value cache (`python -m benchmarks.decode [--lengths ...]`): grouped (8 query / 2 key-value heads) against
 multi-head (8 / 8) attention, the same pygqa layer with a different head count.
 
 One decode step is one new position per sequence attending over a cache of
@@ -9,6 +9,7 @@ layouts are timed interleaved, and the ratio is the median of per-round ratios.
 The cache size is exact: `2 x batch x length x kv_heads x head_dim x 4` bytes.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 
 from pygqa.bench import backends, timing
+from pygqa.bench.shapes import parse_lengths
 
 D_MODEL, HEAD_DIM, QUERY_HEADS = 512, 64, 8
 LAYOUTS = {"gqa": 2, "mha": 8}  # key/value heads
@@ -126,3 +128,21 @@ def _write(rows, out):
         f.write(header + "\n".join(_format_row(r) for r in rows) + "\n")
     with open(os.path.join(out, "decode.json"), "w") as f:
         json.dump({"backend": backend, "rows": rows}, f, indent=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.decode", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)),
+                        help="cache lengths (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=4, help="sequences (default: 4)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default: 7)")
+    parser.add_argument("--out", help="results folder (default: benchmarks/results/<backend>)")
+    args = parser.parse_args(argv)
+    out = args.out or os.path.join("benchmarks", "results", keras.backend.backend())
+    run_decode(lengths=parse_lengths(args.lengths), batch=args.batch, rounds=args.rounds, out=out)
+    print(f"Written: {out}/decode.md, decode.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -144,3 +144,22 @@ if keras.backend.backend() == "tensorflow":  # the profile traces TensorFlow's k
             assert result["products"] == ("KeyMajorProducts" if products == "key"
                                           else "QueryMajorProducts")
             assert "| softmax and its backward |" in profile.markdown(result)
+
+
+def test_the_generation_benchmark_times_the_same_tokens_from_both_models(monkeypatch):
+    """benchmarks/generate.py: both models write the same greedy tokens, and each
+    phase's rows hold both implementations' times."""
+    from benchmarks import generate
+
+    monkeypatch.setitem(generate.MODEL, "hidden_dim", 32)
+    monkeypatch.setitem(generate.MODEL, "intermediate_dim", 48)
+    monkeypatch.setitem(generate.MODEL, "num_query_heads", 4)
+    record = generate.run([2], prompt=6, new=3, rounds=1, memory=False)
+    assert [(r["batch"], r["phase"]) for r in record["rows"]] == [(2, "generate"),
+                                                                  (2, "prefill")]
+    for row in record["rows"]:
+        assert row["same_tokens"], row
+        assert row["pygqa_s"] > 0 and row["keras_hub_s"] > 0
+    generated = record["rows"][0]
+    assert generated["pygqa_tokens_per_s"] == 2 * 3 / generated["pygqa_s"]
+    assert "| 2 | generate |" in generate.markdown({"any": record})

@@ -102,8 +102,13 @@ def test_the_same_names_and_the_same_model(trained):
     # Layer for layer, the same classes and settings (rotary positions, norms, sizes).
     r_layers, python_layers = (layer_configs(trained[k]["model_json"]) for k in ("r", "python"))
     assert len(r_layers) == len(python_layers)
-    for index, (ours, theirs) in enumerate(zip(r_layers, python_layers)):
-        assert ours == theirs, f"layer {index}: R {ours} != Python {theirs}"
+    for index, ((r_class, r_config), (python_class, python_config)) in enumerate(
+            zip(r_layers, python_layers)):
+        differences = {key: (r_config.get(key), python_config.get(key))
+                       for key in sorted(set(r_config) | set(python_config))
+                       if r_config.get(key) != python_config.get(key)}
+        assert (r_class, differences) == (python_class, {}), (
+            f"layer {index}, {python_class} in Python: (R, Python) values {differences}")
     attention = [config for name, config in python_layers if name == "GroupQueryAttention"]
     assert len(attention) == 2 and all(
         config["rope_max_wavelength"] and config["use_query_key_norm"] for config in attention)
@@ -114,7 +119,7 @@ def test_r_and_python_train_to_the_same_losses_and_weights(trained):
     assert len(from_r["losses"]) == len(from_python["losses"]) == EPOCHS
     loss_diff = record(max_abs_diff(from_r["losses"], from_python["losses"]),
                        "R guide's decoder: losses")
-    assert len(from_r["weights"]) == len(from_python["weights"])
+    assert len(from_r["weights"]) == len(from_python["weights"]), "numbers of weights differ"
     weight_diff = record(max(max_abs_diff(a, b) for a, b in
                              zip(from_r["weights"], from_python["weights"])),
                          "R guide's decoder: weights")

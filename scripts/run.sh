@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The two entry points of the README:
+# The entry points of the README:
 #   bash scripts/run.sh demo   set everything up, then run the main job (the demo)
 #   bash scripts/run.sh test   set everything up, then run every test
+#   bash scripts/run.sh docs   set everything up, then build both documentation sites (docs/_site)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
@@ -31,8 +32,12 @@ case "${1:-}" in
     without_tf_notices bash scripts/setup.sh
     without_tf_notices bash scripts/test.sh
     ;;
+  docs)
+    without_tf_notices bash scripts/setup.sh
+    without_tf_notices bash scripts/docs.sh
+    ;;
   *)
-    echo "usage: bash scripts/run.sh demo|test" >&2
+    echo "usage: bash scripts/run.sh demo|test|docs" >&2
     exit 2
     ;;
 esac

@@ -18,6 +18,8 @@ APT_PACKAGES=(
   # reticulate's own R dependencies, all in bookworm
   r-cran-rcpp r-cran-rcpptoml r-cran-here r-cran-jsonlite r-cran-png r-cran-rappdirs
   r-cran-rlang r-cran-withr r-cran-matrix
+  # the documentation sites (scripts/docs.sh) and their screenshots (tests/test_docs.py)
+  r-cran-pkgdown chromium
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

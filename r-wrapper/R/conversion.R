@@ -4,7 +4,7 @@
 #' Builds a grouped query attention layer from a trained multi-head attention
 #' layer with the recipe of Ainslie et al. (2023), "GQA: Training Generalized
 #' Multi-Query Transformer Models from Multi-Head Checkpoints"
-#' (<doi:10.48550/arXiv.2305.13245>): the query heads are split into
+#' (\doi{10.48550/arXiv.2305.13245}): the query heads are split into
 #' `num_key_value_heads` groups of neighbouring heads, and the key head of a
 #' group is the mean of the key heads of its query heads (kernels and biases
 #' alike); the same for values. The query and output projections are copied.

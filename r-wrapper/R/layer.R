@@ -3,7 +3,7 @@
 #' @description
 #' Creates a grouped query attention (GQA) layer, the attention scheme of
 #' Ainslie et al. (2023), "GQA: Training Generalized Multi-Query Transformer
-#' Models from Multi-Head Checkpoints" (<doi:10.48550/arXiv.2305.13245>).
+#' Models from Multi-Head Checkpoints" (\doi{10.48550/arXiv.2305.13245}).
 #' The `num_query_heads` query heads are split into `num_key_value_heads`
 #' equal groups, and every query head in a group attends with the same
 #' key/value head. With 8 query heads and 2 key/value heads, query heads 1-4

@@ -2,13 +2,14 @@
 # Runs every test, assuming scripts/setup.sh has run: the Python suite once per
 # Keras backend, TensorFlow's numerics-sensitive tests again with oneDNN in the
 # other state than the first run's, the cross-backend checks, the R
-# package's tests and R CMD check. Missing backends, R or rpy2 make tests fail
-# here, never skip. Prints the CPU first and each step's time last.
+# package's tests and R CMD check, and the documentation sites. Missing backends,
+# R, rpy2, pkgdown or chromium make tests fail here, never skip. Prints the CPU
+# first and each step's time last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export PYGQA_REQUIRE_BACKENDS=tensorflow,jax,torch
-export PYGQA_REQUIRE_R=1 PYGQA_REQUIRE_PYTHON=1 PYGQA_REQUIRE_KERAS_HUB=1
+export PYGQA_REQUIRE_R=1 PYGQA_REQUIRE_PYTHON=1 PYGQA_REQUIRE_KERAS_HUB=1 PYGQA_REQUIRE_DOCS=1
 export RETICULATE_PYTHON="$PWD/.venv/bin/python"
 BACKENDS=${PYGQA_BACKENDS:-tensorflow jax torch}
 # Two pytest workers: most of a test's time is tracing and compiling, on one core.
@@ -79,7 +80,7 @@ finish_background_steps() {
 step "ruff (lint)" .venv/bin/python -m ruff check pygqa tests benchmarks
 for backend in $BACKENDS; do
   step "pytest ($backend)" env KERAS_BACKEND="$backend" \
-    "${PYTEST[@]}" tests --ignore=tests/multi_backend
+    "${PYTEST[@]}" tests --ignore=tests/multi_backend --ignore=tests/test_docs.py
 done
 if [[ " $BACKENDS " == *" tensorflow "* ]]; then
   # The kernels, the parity with Keras, keras-hub and the float64 reference,
@@ -97,9 +98,12 @@ step "pytest (all backends together)" "${PYTEST[@]}" tests/multi_backend
 # The R package's two steps side by side (each mostly one R process on one
 # core): testthat with Python, and R CMD check, which builds the package and
 # its vignettes, runs the examples with Python and the tests without it (the
-# testthat step runs them with Python).
+# testthat step runs them with Python). Beside them, the documentation sites
+# (built once, on TensorFlow: its examples cost half of JAX's CPU time).
 background_step "R testthat" bash r-wrapper/tools/test.sh
 background_step "R CMD check" env PYGQA_CHECK_TESTS_WITH_PYTHON=0 bash r-wrapper/tools/check.sh
+background_step "docs (both sites)" env KERAS_BACKEND=tensorflow \
+  .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_docs.py
 finish_background_steps
 
 printf '\nTime per step:\n'

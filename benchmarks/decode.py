@@ -13,13 +13,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 
 import keras
 import numpy as np
 
-from pygqa.bench import backends, timing
+from pygqa.bench import backends, machine, timing
 from pygqa.bench.shapes import parse_lengths
 
 D_MODEL, HEAD_DIM, QUERY_HEADS = 512, 64, 8
@@ -120,7 +119,7 @@ def _write(rows, out):
         f"One new position per sequence, batch {rows[0]['batch']}, d_model {D_MODEL}, "
         f"head_dim {HEAD_DIM}, float32, cache of `length` positions. Time ratio: median of "
         "per-round MHA/GQA ratios (> 1: GQA faster). Written "
-        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs.\n\n"
+        f"{datetime.date.today()}, on {machine.caption(machine.describe())}.\n\n"
         "| cache length | GQA step (ms) | MHA step (ms) | MHA/GQA time | GQA cache (MiB) | "
         "MHA cache (MiB) | MHA/GQA cache |\n|---|---|---|---|---|---|---|\n"
     )
@@ -137,9 +136,11 @@ def main(argv=None):
                         help="cache lengths (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=4, help="sequences (default: 4)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default: 7)")
-    parser.add_argument("--out", help="results folder (default: benchmarks/results/<backend>)")
+    parser.add_argument("--out",
+                        help="results folder (default: benchmarks/results/<CPU kind>/<backend>)")
     args = parser.parse_args(argv)
-    out = args.out or os.path.join("benchmarks", "results", keras.backend.backend())
+    out = args.out or os.path.join("benchmarks", "results", machine.kind(),
+                                   keras.backend.backend())
     run_decode(lengths=parse_lengths(args.lengths), batch=args.batch, rounds=args.rounds, out=out)
     print(f"Written: {out}/decode.md, decode.json")
 

@@ -1,7 +1,7 @@
 """torch: pygqa's layer against its floor, the same work written as bare torch calls.
 
 `python -m benchmarks.floor [--shapes A,B,C,D,F] [--rounds 9]` (KERAS_BACKEND=torch)
-writes benchmarks/results/torch/floor.md. The floor is what the layer cannot
+writes benchmarks/results/<CPU kind>/torch/floor.md. The floor is what the layer cannot
 do without: the four projection products with their biases and one
 `scaled_dot_product_attention(enable_gqa=True)` call, with the same weights,
 no Keras layer around any of it. What pygqa costs above it (its own Python,
@@ -23,7 +23,7 @@ from pygqa.bench import backends, impls, machine, timing
 from pygqa.bench.shapes import D_MODEL, HEAD_DIM, KV_HEADS, MODES, QUERY_HEADS, parse_shapes
 
 DEFAULT_SHAPES = "A,B,C,D,F"
-OUT = os.path.join("benchmarks", "results", "torch", "floor.md")
+OUT = os.path.join("benchmarks", "results", machine.kind(), "torch", "floor.md")
 
 
 class _Weight:

@@ -31,7 +31,7 @@ import numpy as np
 from pygqa.bench import backends, machine, timing
 
 MIB = 2**20
-RESULTS = os.path.join("benchmarks", "results")
+RESULTS = os.path.join("benchmarks", "results", machine.kind())
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Llama's layout at a size two CPU cores run in seconds: 8 query heads share 2 key/value
 # heads of 64 features (as the attention benchmarks), a gated MLP, tied embeddings off.

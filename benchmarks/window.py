@@ -1,8 +1,8 @@
 """Sliding-window benchmark: pygqa's band kernel against Keras's windowed layer.
 
 `python -m benchmarks.window [--lengths 4096,8192,16384] [--window 512]` runs
-one backend (KERAS_BACKEND) and rewrites benchmarks/results/window.md from the
-results of every backend run so far (benchmarks/results/window.json).
+one backend (KERAS_BACKEND) and rewrites benchmarks/results/<CPU kind>/window.md from
+the results of every backend run so far on that kind of CPU (window.json beside it).
 
 Both sides compute the same function with the same weights: Keras's
 `keras.layers.GroupQueryAttention(64, 8, 2, sliding_window=W)` called with
@@ -38,7 +38,8 @@ WINDOW = 512
 # Keras's layer forms every (T, S) logit: at 16384 one score tensor alone is
 # 8 GiB, and fwd+bwd holds several. Longer lengths are timed for pygqa only.
 KERAS_MAX_LENGTH = 8192
-RESULTS = os.path.join("benchmarks", "results")
+# One folder per CPU kind: another machine's tables stay beside this one's.
+RESULTS = os.path.join("benchmarks", "results", machine.kind())
 MIB = 2**20
 
 

@@ -23,7 +23,14 @@ def _parser():
     bench.add_argument("--shapes", help="comma-separated named shapes (default: A,B,C,D,E,F)")
     bench.add_argument("--custom", metavar="B,T", help="add a shape of batch B and length T")
     bench.add_argument(
-        "--out", metavar="DIR", help="results folder (default: benchmarks/results/<backend>)"
+        "--out",
+        metavar="DIR",
+        help="results folder (default: benchmarks/results/<CPU kind>/<backend>[-<policy>])",
+    )
+    bench.add_argument(
+        "--policy",
+        default="float32",
+        help="the layers' Keras dtype policy, e.g. mixed_bfloat16 (default: float32)",
     )
     bench.add_argument("--rounds", type=int, default=5, help="timed rounds per case (default: 5)")
     bench.add_argument(
@@ -103,7 +110,14 @@ def _bench(args):
         )
     import keras
 
-    out = args.out or os.path.join("benchmarks", "results", keras.backend.backend())
+    from pygqa.bench import machine
+
+    try:
+        keras.DTypePolicy(args.policy)
+    except ValueError as error:
+        raise ValueError(f"Received an invalid value for `--policy`: {error}") from None
+    run = keras.backend.backend() + ("" if args.policy == "float32" else f"-{args.policy}")
+    out = args.out or os.path.join("benchmarks", "results", machine.kind(), run)
     run_suite(
         shapes=shapes,
         rounds=args.rounds,
@@ -115,6 +129,7 @@ def _bench(args):
         stand_in=args.stand_in,
         memory_limit_mib=args.memory_limit * 1024,
         progress=not args.no_progress,
+        policy=args.policy,
     )
     with open(os.path.join(out, "results.md")) as f:
         print(f.read())

@@ -163,3 +163,35 @@ def test_the_generation_benchmark_times_the_same_tokens_from_both_models(monkeyp
     generated = record["rows"][0]
     assert generated["pygqa_tokens_per_s"] == 2 * 3 / generated["pygqa_s"]
     assert "| 2 | generate |" in generate.markdown({"any": record})
+
+
+def test_the_float64_reference_is_the_keras_layers_function():
+    from pygqa.bench import backends, impls, reference
+
+    layer = impls.build_layers(["keras_gqa"])["keras_gqa"]
+    x = backends.make_input(2, 24, impls.D_MODEL)
+    for causal in (False, True):
+        expected = reference.gqa_forward(impls.gqa_weights(), backends.to_numpy(x), causal)
+        got = backends.to_numpy(layer(x, x, use_causal_mask=causal))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    plain = reference.gqa_forward(impls.gqa_weights(), backends.to_numpy(x))
+    assert np.abs(plain - expected).max() > 1e-2 * np.abs(plain).max()  # the mask matters
+
+
+def test_a_half_precision_run_reports_accuracy_against_float64_and_both_rooflines(tmp_path):
+    from pygqa.bench import run_suite
+    from pygqa.bench.shapes import Shape
+
+    rows = run_suite(shapes=[Shape("D", 1, 16, causal=True)], rounds=1, memory_check=False,
+                     out=str(tmp_path), progress=False, policy="mixed_bfloat16")
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["policy"] == "mixed_bfloat16" and meta["compute_dtype"] == "bfloat16"
+    assert meta["gemm_gflops"] > 0 and meta["gemm_gflops_bfloat16"] > 0
+    assert meta["roofline_gflops"] == meta["gemm_gflops_bfloat16"]
+    for row in rows:
+        # bfloat16 keeps 8 bits of mantissa: errors of ~1e-3..1e-2, never float32's 1e-7.
+        assert 1e-4 < row["error_f64"] < 5e-2, row
+    pygqa_error = next(r["error_f64"] for r in rows if r["impl"] == "pygqa")
+    keras_error = next(r["error_f64"] for r in rows if r["impl"] == "keras_gqa")
+    assert rows[0]["parity_ok"] == (pygqa_error <= 1.25 * keras_error)
+    assert "mixed_bfloat16" in (tmp_path / "results.md").read_text()

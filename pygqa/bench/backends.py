@@ -51,7 +51,10 @@ def block(result):
 
 def to_numpy(x):
     if BACKEND == "torch":
-        return x.detach().cpu().numpy()
+        import torch
+
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
     return keras.ops.convert_to_numpy(x)
 
 
@@ -161,23 +164,23 @@ def forward_outputs(step_result, call_kwargs, mode):
     return to_numpy(step_result), None
 
 
-def matmul_fn(n):
-    """A zero-argument function running one float32 n x n matmul on this backend."""
+def matmul_fn(n, dtype="float32"):
+    """A zero-argument function running one n x n matmul in `dtype` on this backend."""
     rng = np.random.default_rng(1)
     a_np = rng.standard_normal((n, n), dtype=np.float32)
     b_np = rng.standard_normal((n, n), dtype=np.float32)
     if BACKEND == "jax":
         import jax
 
-        a, b = jax.numpy.asarray(a_np), jax.numpy.asarray(b_np)
+        a, b = (jax.numpy.asarray(m, dtype=dtype) for m in (a_np, b_np))
         mm = jax.jit(jax.numpy.matmul)
         return lambda: mm(a, b).block_until_ready()
     if BACKEND == "torch":
         import torch
 
-        a, b = torch.from_numpy(a_np), torch.from_numpy(b_np)
+        a, b = (torch.from_numpy(m).to(getattr(torch, dtype)) for m in (a_np, b_np))
         return lambda: torch.matmul(a, b)
     import tensorflow as tf
 
-    a, b = tf.constant(a_np), tf.constant(b_np)
+    a, b = (tf.cast(tf.constant(m), dtype) for m in (a_np, b_np))
     return lambda: tf.linalg.matmul(a, b)

@@ -24,12 +24,12 @@ LABELS = {
 _KV_WEIGHTS = (2, 3, 4, 5)
 
 
-def new_layer(impl, stand_in=False):
-    """An unbuilt layer of `impl`. `stand_in=True` uses Keras's GQA layer for pygqa
-    (to exercise the harness where pygqa is not importable)."""
+def new_layer(impl, stand_in=False, policy="float32"):
+    """An unbuilt layer of `impl` under the dtype `policy`. `stand_in=True` uses Keras's
+    GQA layer for pygqa (to exercise the harness where pygqa is not importable)."""
     # Zeros: weights are set from numpy afterwards; Keras's random initializers cost
     # seconds of compilation on jax.
-    init = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
+    init = {"kernel_initializer": "zeros", "bias_initializer": "zeros", "dtype": policy}
     if impl == "pygqa" and not stand_in:
         import pygqa
 
@@ -72,12 +72,12 @@ def gqa_weights(seed=0):
     ]
 
 
-def build_layers(impls=IMPLS, stand_in=False, seed=0):
+def build_layers(impls=IMPLS, stand_in=False, seed=0, policy="float32"):
     """Build every implementation in `impls` with the same GQA weights."""
     weights = gqa_weights(seed)
     layers = {}
     for impl in impls:
-        layer = _build(new_layer(impl, stand_in))
+        layer = _build(new_layer(impl, stand_in, policy))
         layer.set_weights(repeat_kv_for_mha(weights) if impl == "keras_mha" else weights)
         layers[impl] = layer
     return layers

@@ -145,6 +145,18 @@ def describe():
     return {"cpu": cpu_info(), "libraries": libraries(keras.backend.backend())}
 
 
+def kind(cpu=None):
+    """A short name of the CPU kind for results folders: vendor, family and the widest
+    matrix or vector unit, e.g. "intel-xeon-amx", "amd-epyc-avx2"."""
+    cpu = cpu or cpu_info()
+    words = [w for w in (cpu.get("model") or platform.machine()).lower().replace("(r)", "")
+             .replace("(tm)", "").split() if w.isalpha() and w not in ("processor", "cpu")]
+    extensions = cpu.get("extensions") or []
+    unit = ("amx" if cpu.get("has_amx") else "avx512" if "AVX-512" in extensions
+            else "avx2" if "AVX2" in extensions else None)
+    return "-".join(words[:2] + ([unit] if unit else []))
+
+
 def caption(machine):
     """One line for table and plot captions: model, cores, extensions, math library."""
     if not machine:

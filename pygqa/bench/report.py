@@ -31,34 +31,56 @@ def render(out):
 
 
 def summary(root):
-    """Cross-backend Markdown of the paired ratios (keras GQA / pygqa time, pygqa / keras
-    GQA memory) and the pygqa %GEMM, from every `root/<backend>/results.json`."""
+    """Markdown of the paired ratios (keras GQA / pygqa time, pygqa / keras GQA memory)
+    of every `root/<run>/results.json` (a run: one backend under one policy), one table
+    per policy."""
     runs = {}
-    for backend in ("tensorflow", "jax", "torch"):
-        path = os.path.join(root, backend, "results.json")
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name, "results.json")
         if os.path.exists(path):
             with open(path) as f:
-                runs[backend] = json.load(f)
-    backends = list(runs)
-    head = ["shape"] + [f"{b} {m}" for b in backends for m in ("fwd", "fwd+bwd", "mem")]
+                runs[name] = json.load(f)
     lines = [
-        "Per backend: keras GQA time / pygqa time for forward and forward+backward (median of",
-        "per-round ratios, with the smallest and largest round in brackets; > 1: pygqa",
-        "faster), and pygqa / keras GQA peak memory of forward+backward (< 1: pygqa uses less).",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        "Per run (backend and policy): keras GQA time / pygqa time for forward and",
+        "forward+backward (median of per-round ratios, with the smallest and largest round",
+        "in brackets; > 1: pygqa faster), and pygqa / keras GQA peak memory of",
+        "forward+backward (< 1: pygqa uses less).",
     ]
-    cases = {b: _cases(runs[b]["rows"]) for b in backends}
+    policies = {}
+    for name, run in runs.items():
+        policies.setdefault(run["meta"].get("policy", "float32"), []).append(name)
+    for policy, names in policies.items():
+        lines += ["", f"### {policy}", ""] + _summary_table({n: runs[n] for n in names})
+    lines += [
+        "",
+        "| run | date | load avg | GEMM GFLOP/s float32 / bfloat16 | rounds | pygqa commit "
+        "| CPU and math library |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        m = run["meta"]
+        lines.append(
+            f"| {name} | {m['date']} | {m.get('load_start')} / {m.get('load_end')} | "
+            f"{m['gemm_gflops']:.0f} / {_fmt(m.get('gemm_gflops_bfloat16'), '.0f')} | "
+            f"{m.get('rounds')} | {m.get('commit')} | {caption(m.get('machine'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _summary_table(runs):
+    head = ["shape"] + [f"{r['meta']['backend']} {m}" for r in runs.values()
+                        for m in ("fwd", "fwd+bwd", "mem")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cases = {name: _cases(run["rows"]) for name, run in runs.items()}
     labels = {}  # shape name -> label, in first-seen order
-    for b in backends:
-        for (name, _), case in cases[b].items():
-            labels.setdefault(name, _shape_label(next(iter(case.values()))))
-    for name, label in labels.items():
+    for case_list in cases.values():
+        for (shape, _), case in case_list.items():
+            labels.setdefault(shape, _shape_label(next(iter(case.values()))))
+    for shape, label in labels.items():
         cells = []
-        for b in backends:
-            fwd = cases[b].get((name, "fwd"), {}).get("keras_gqa")
-            bwd = cases[b].get((name, "fwdbwd"), {})
+        for name in runs:
+            fwd = cases[name].get((shape, "fwd"), {}).get("keras_gqa")
+            bwd = cases[name].get((shape, "fwdbwd"), {})
             mine, ref = (
                 bwd.get("pygqa", {}).get("peak_mib"),
                 bwd.get("keras_gqa", {}).get("peak_mib"),
@@ -69,20 +91,7 @@ def summary(root):
                 f"{mine / ref:.2f}" if mine is not None and ref else "–",
             ]
         lines.append("| " + " | ".join([label, *cells]) + " |")
-    lines += [
-        "",
-        "| backend | date | load avg | GEMM GFLOP/s | rounds | pygqa commit "
-        "| CPU and math library |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for b in backends:
-        m = runs[b]["meta"]
-        lines.append(
-            f"| {b} | {m['date']} | {m.get('load_start')} / {m.get('load_end')} | "
-            f"{m['gemm_gflops']:.0f} | {m.get('rounds')} | {m.get('commit')} | "
-            f"{caption(m.get('machine'))} |"
-        )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _ratio_cell(row):
@@ -123,16 +132,20 @@ def markdown(rows, meta):
     """The results as Markdown: time table, memory table, memory-scaling table."""
     impls = [i for i in IMPLS if any(r["impl"] == i for r in rows if r["kind"] == "time")]
     others = [i for i in impls if i != "pygqa"]
+    policy = meta.get("policy", "float32")
     lines = [
-        f"# pygqa benchmark: {meta['backend']} backend",
+        f"# pygqa benchmark: {meta['backend']} backend, {policy}",
         "",
         f"keras {meta['keras']}, pygqa {meta['pygqa']}, Python {meta['python']}, "
-        f"{meta['cpus']} CPUs, {meta['date']}. float32 self-attention, d_model {D_MODEL}, "
+        f"{meta['cpus']} CPUs, {meta['date']}. Self-attention under the `{policy}` dtype "
+        f"policy, d_model {D_MODEL}, "
         f"head_dim {HEAD_DIM}, {QUERY_HEADS} query / {KV_HEADS} key-value heads; "
         f"Up to {meta['rounds']} interleaved rounds per case (column `rounds`). "
         f"pygqa at commit {meta.get('commit')}. Load average (1 min) at start / end: "
         f"{meta.get('load_start')} / {meta.get('load_end')}. "
-        f"GEMM roofline (2048x2048 float32 matmul, best of 10): {meta['gemm_gflops']:.0f} GFLOP/s.",
+        f"GEMM rooflines (2048x2048 matmul, best of 10): {meta['gemm_gflops']:.0f} GFLOP/s "
+        f"in float32, {_fmt(meta.get('gemm_gflops_bfloat16'), '.0f')} in bfloat16; `%GEMM` "
+        f"is taken against the {meta.get('compute_dtype', 'float32')} one.",
         "",
         f"Measured on: {caption(meta.get('machine'))}.",
         "",
@@ -141,12 +154,14 @@ def markdown(rows, meta):
         "Median ms per call; `x/pygqa` = median over rounds of that implementation's time "
         "divided by pygqa's in the same round (> 1: pygqa is faster), with the smallest and "
         "largest round in brackets; `%GEMM` = the GQA "
-        "layer's FLOPs / time as a fraction of the GEMM roofline.",
+        "layer's FLOPs / time as a fraction of the GEMM roofline; `error` = max |output - "
+        "float64 reference| / max |reference| (the same weights and input in numpy float64).",
         "",
     ]
     head = ["shape", "mode", "rounds"] + [f"{LABELS[i]} ms" for i in impls]
     head += [f"{LABELS[i].split()[-1]}/pygqa" if i == "keras_mha" else "GQA/pygqa" for i in others]
     head += [f"{LABELS[i]} %GEMM" for i in impls]
+    head += [f"{LABELS[i]} error" for i in impls]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (_, mode), case in _cases(rows).items():
         first = next(iter(case.values()))
@@ -157,12 +172,13 @@ def markdown(rows, meta):
         ]
         cells += [_ratio_cell(case[i]) for i in others]
         cells += [_fmt(100 * case[i]["gemm_fraction"], ".0f") + "%" for i in impls]
+        cells += [_fmt(case[i].get("error_f64"), ".1e") for i in impls]
         lines.append("| " + " | ".join(cells) + " |")
     if any(not r.get("parity_ok", True) for r in rows):
-        lines += [
-            "",
-            "✗: output differs from keras GQA by more than 1e-5 of its scale (see results.json).",
-        ]
+        rule = ("output differs from keras GQA by more than 1e-5 of its scale"
+                if policy == "float32" else
+                "error against float64 above 1.25x keras GQA's")
+        lines += ["", f"✗: {rule} (see results.json)."]
 
     memory_cases = {
         k: c for k, c in _cases(rows).items() if k[1] == "fwdbwd" and "peak_mib" in c["pygqa"]
@@ -285,7 +301,7 @@ def plot(rows, meta, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"pygqa vs Keras, {meta['backend']} backend, float32, {meta.get('date')}\n"
+        f"pygqa vs Keras, {meta['backend']} backend, {meta.get('policy', 'float32')}, {meta.get('date')}\n"
         f"{caption(meta.get('machine'))}",
         fontsize=9,
     )

@@ -61,11 +61,11 @@ def _ratios(samples, other, reference):
     return [o / r for o, r in zip(samples[other], samples[reference], strict=True)]
 
 
-def gemm_gflops(n=2048, reps=10):
-    """Best float32 GFLOP/s of an n x n matmul on this backend (the roofline used for
+def gemm_gflops(n=2048, reps=10, dtype="float32"):
+    """Best GFLOP/s of an n x n matmul in `dtype` on this backend (the roofline used for
     the efficiency column). The best, not the median, run: it is the machine's
     capability, and the least disturbed by other processes."""
-    matmul = backends.matmul_fn(n)
+    matmul = backends.matmul_fn(n, dtype)
     matmul()  # compile / warm caches
     best = min(_timed(matmul) for _ in range(reps))
     return 2 * n**3 / best / 1e9

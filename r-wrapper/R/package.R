@@ -112,9 +112,13 @@ pygqa_module <- function() {
     # its path (this R package's own installed folder, say) as an empty
     # namespace package.
     if (!reticulate::py_has_attr(module, "GroupQueryAttention")) {
-      where <- tryCatch(paste(unlist(reticulate::py_to_r(
-        reticulate::import_builtins()$list(module$`__path__`))), collapse = ", "),
-        error = function(e) "an unknown place")
+      # The path list is read unconverted: converted, a one-folder list comes
+      # back to Python as a string, which list() would split into characters.
+      where <- tryCatch({
+        builtins <- reticulate::import_builtins(convert = FALSE)
+        folders <- builtins$list(reticulate::py_get_attr(module, "__path__"))
+        paste(unlist(reticulate::py_to_r(folders)), collapse = ", ")
+      }, error = function(e) "an unknown place")
       stop_python_missing("pygqa", simpleError(sprintf(
         "the 'pygqa' found in %s is not the Python package: it has no GroupQueryAttention", where
       )))

@@ -28,6 +28,10 @@ def _parser():
         help="results folder (default: benchmarks/results/<CPU kind>/<backend>[-<policy>])",
     )
     bench.add_argument(
+        "--gate", action="store_true",
+        help="the gated layers (use_gate=True), pygqa against Keras's GQA layer",
+    )
+    bench.add_argument(
         "--policy",
         default="float32",
         help="the layers' Keras dtype policy, e.g. mixed_bfloat16 (default: float32)",
@@ -117,6 +121,7 @@ def _bench(args):
     except ValueError as error:
         raise ValueError(f"Received an invalid value for `--policy`: {error}") from None
     run = keras.backend.backend() + ("" if args.policy == "float32" else f"-{args.policy}")
+    run += "-gated" if args.gate else ""
     out = args.out or os.path.join("benchmarks", "results", machine.kind(), run)
     run_suite(
         shapes=shapes,
@@ -130,6 +135,7 @@ def _bench(args):
         memory_limit_mib=args.memory_limit * 1024,
         progress=not args.no_progress,
         policy=args.policy,
+        gate=args.gate,
     )
     with open(os.path.join(out, "results.md")) as f:
         print(f.read())

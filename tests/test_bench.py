@@ -195,3 +195,23 @@ def test_a_half_precision_run_reports_accuracy_against_float64_and_both_roofline
     keras_error = next(r["error_f64"] for r in rows if r["impl"] == "keras_gqa")
     assert rows[0]["parity_ok"] == (pygqa_error <= 1.25 * keras_error)
     assert "mixed_bfloat16" in (tmp_path / "results.md").read_text()
+
+
+def test_the_gated_benchmark_compares_the_gated_layers_with_the_same_weights(tmp_path):
+    from pygqa.bench import backends, impls, reference, run_suite
+    from pygqa.bench.shapes import Shape
+
+    layers = impls.build_layers(["pygqa", "keras_gqa"], gate=True)
+    x = backends.make_input(1, 12, impls.D_MODEL)
+    expected = reference.gqa_forward(impls.gqa_weights(gate=True), backends.to_numpy(x))
+    ungated = reference.gqa_forward(impls.gqa_weights(), backends.to_numpy(x))
+    assert np.abs(expected - ungated).max() > 0.1 * np.abs(ungated).max()  # the gate acts
+    for layer in layers.values():
+        assert layer.use_gate
+        got = backends.to_numpy(layer(x, x))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    rows = run_suite(shapes=[Shape("D", 1, 16)], rounds=1, memory_check=False,
+                     out=str(tmp_path), progress=False, gate=True)
+    assert {r["impl"] for r in rows} == {"pygqa", "keras_gqa"}
+    assert all(r["parity_ok"] for r in rows)
+    assert "gated layers" in (tmp_path / "results.md").read_text()

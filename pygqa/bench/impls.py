@@ -24,12 +24,18 @@ LABELS = {
 _KV_WEIGHTS = (2, 3, 4, 5)
 
 
-def new_layer(impl, stand_in=False, policy="float32"):
-    """An unbuilt layer of `impl` under the dtype `policy`. `stand_in=True` uses Keras's
-    GQA layer for pygqa (to exercise the harness where pygqa is not importable)."""
+def new_layer(impl, stand_in=False, policy="float32", gate=False):
+    """An unbuilt layer of `impl` under the dtype `policy` (with `gate`, the gated layer:
+    GQA only). `stand_in=True` uses Keras's GQA layer for pygqa (to exercise the
+    harness where pygqa is not importable)."""
     # Zeros: weights are set from numpy afterwards; Keras's random initializers cost
     # seconds of compilation on jax.
     init = {"kernel_initializer": "zeros", "bias_initializer": "zeros", "dtype": policy}
+    if gate:
+        if impl == "keras_mha":
+            raise ValueError("Received impl='keras_mha' with gate=True: MultiHeadAttention "
+                             "has no gate; expected 'pygqa' or 'keras_gqa'.")
+        init["use_gate"] = True
     if impl == "pygqa" and not stand_in:
         import pygqa
 
@@ -59,25 +65,30 @@ def repeat_kv_for_mha(gqa_weights):
     return weights
 
 
-def gqa_weights(seed=0):
+def gqa_weights(seed=0, gate=False):
     """Random GQA weights in Keras order: kernels with variance 1/fan_in (outputs of
-    unit scale), biases small but non-zero so that the parity check covers them."""
+    unit scale), biases small but non-zero so that the parity check covers them. With
+    `gate`, the gate's kernel and bias follow the key's (Keras's order)."""
     rng = np.random.default_rng(seed)
     m, u, v, h = D_MODEL, QUERY_HEADS, KV_HEADS, HEAD_DIM
     shapes = [(m, u, h), (u, h), (m, v, h), (v, h), (m, v, h), (v, h), (u, h, m), (m,)]
     fan_in = [m, None, m, None, m, None, u * h, None]
-    return [
+    weights = [
         rng.normal(0, 0.1 if f is None else f**-0.5, s).astype(np.float32)
         for s, f in zip(shapes, fan_in, strict=True)
     ]
+    if gate:  # drawn after the others, so that those stay the ungated layer's
+        weights[4:4] = [rng.normal(0, m**-0.5, (m, u, h)).astype(np.float32),
+                        rng.normal(0, 0.1, (u, h)).astype(np.float32)]
+    return weights
 
 
-def build_layers(impls=IMPLS, stand_in=False, seed=0, policy="float32"):
+def build_layers(impls=IMPLS, stand_in=False, seed=0, policy="float32", gate=False):
     """Build every implementation in `impls` with the same GQA weights."""
-    weights = gqa_weights(seed)
+    weights = gqa_weights(seed, gate)
     layers = {}
     for impl in impls:
-        layer = _build(new_layer(impl, stand_in, policy))
+        layer = _build(new_layer(impl, stand_in, policy, gate))
         layer.set_weights(repeat_kv_for_mha(weights) if impl == "keras_mha" else weights)
         layers[impl] = layer
     return layers

@@ -27,7 +27,7 @@ MIB = 2**20
 
 
 def measure_peak(impl, shape, mode="fwdbwd", stand_in=False, limit_mib=8 * 1024, timeout_s=300,
-                 policy="float32"):
+                 policy="float32", gate=False):
     """Peak memory (MiB above baseline) of one call of `impl` at `shape`, in a subprocess.
 
     Returns {"peak_mib": float or None, "status": "ok" | "over limit" | "timeout" |
@@ -45,6 +45,7 @@ def measure_peak(impl, shape, mode="fwdbwd", stand_in=False, limit_mib=8 * 1024,
         "mode": mode,
         "stand_in": stand_in,
         "policy": policy,
+        "gate": gate,
     }
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     proc = subprocess.Popen(

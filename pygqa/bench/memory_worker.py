@@ -58,7 +58,8 @@ def _worker(spec):
 
     shape = Shape("m", spec["batch"], spec["length"], spec["scores"], spec["causal"])
     layer = impls.build_layers([spec["impl"]], stand_in=spec["stand_in"],
-                               policy=spec.get("policy", "float32"))[spec["impl"]]
+                               policy=spec.get("policy", "float32"),
+                               gate=spec.get("gate", False))[spec["impl"]]
     small = backends.make_input(1, min(128, shape.length), D_MODEL)
     backends.make_step(layer, small, spec["mode"], shape.call_kwargs).run()
     x = backends.make_input(shape.batch, shape.length, D_MODEL)

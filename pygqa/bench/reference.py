@@ -9,8 +9,11 @@ import numpy as np
 
 
 def gqa_forward(weights, x, causal=False):
-    """Self-attention output (batch, T, d_model) of the GQA weights (Keras order) on x."""
-    wq, bq, wk, bk, wv, bv, wo, bo = (np.asarray(w, np.float64) for w in weights)
+    """Self-attention output (batch, T, d_model) of the GQA weights (Keras order, with
+    the gate's after the key's where there are ten) on x."""
+    weights = [np.asarray(w, np.float64) for w in weights]
+    gate_weights = weights[4:6] if len(weights) == 10 else None
+    wq, bq, wk, bk, wv, bv, wo, bo = weights[:4] + weights[-4:]
     x = np.asarray(x, np.float64)
     group = wq.shape[1] // wk.shape[1]
     query = np.einsum("btm,muh->btuh", x, wq) + bq
@@ -24,4 +27,7 @@ def gqa_forward(weights, x, causal=False):
     probabilities = np.exp(logits)
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     heads = np.einsum("buts,bsuh->btuh", probabilities, value)
+    if gate_weights is not None:
+        wg, bg = gate_weights
+        heads = heads / (1 + np.exp(-(np.einsum("btm,muh->btuh", x, wg) + bg)))  # sigmoid
     return np.einsum("btuh,uhm->btm", heads, wo) + bo

@@ -48,7 +48,8 @@ def summary(root):
     ]
     policies = {}
     for name, run in runs.items():
-        policies.setdefault(run["meta"].get("policy", "float32"), []).append(name)
+        kind = run["meta"].get("policy", "float32") + (", gated" if run["meta"].get("gate") else "")
+        policies.setdefault(kind, []).append(name)
     for policy, names in policies.items():
         lines += ["", f"### {policy}", ""] + _summary_table({n: runs[n] for n in names})
     lines += [
@@ -134,7 +135,8 @@ def markdown(rows, meta):
     others = [i for i in impls if i != "pygqa"]
     policy = meta.get("policy", "float32")
     lines = [
-        f"# pygqa benchmark: {meta['backend']} backend, {policy}",
+        f"# pygqa benchmark: {meta['backend']} backend, {policy}"
+        + (", gated layers (use_gate=True)" if meta.get("gate") else ""),
         "",
         f"keras {meta['keras']}, pygqa {meta['pygqa']}, Python {meta['python']}, "
         f"{meta['cpus']} CPUs, {meta['date']}. Self-attention under the `{policy}` dtype "

@@ -44,6 +44,7 @@ def run_suite(
     memory_limit_mib=8 * 1024,
     progress=True,
     policy="float32",
+    gate=False,
 ):
     """Run the benchmark for the backend in KERAS_BACKEND and return its rows.
 
@@ -62,6 +63,8 @@ def run_suite(
         memory_limit_mib: a memory subprocess is stopped past this RSS.
         progress: show a tqdm progress bar.
         policy: the layers' Keras dtype policy ("float32", "mixed_bfloat16", ...).
+        gate: the gated layers (`use_gate=True`): pygqa against Keras's GQA only, as
+            MultiHeadAttention has no gate.
 
     Returns:
         A list of dicts, one per (kind, shape, mode, implementation): kind "time"
@@ -80,6 +83,9 @@ def run_suite(
         scaling_lengths = ()
     meta = _metadata(rounds, stand_in)
     meta["policy"] = policy
+    meta["gate"] = gate
+    if gate:
+        impl_names = tuple(i for i in impl_names if i != "keras_mha")
     compute = keras.DTypePolicy(policy).compute_dtype
     meta["compute_dtype"] = compute
 
@@ -90,11 +96,11 @@ def run_suite(
         meta["gemm_gflops"] = timing.gemm_gflops()
         meta["gemm_gflops_bfloat16"] = timing.gemm_gflops(dtype="bfloat16")
         bar.update()
-        layers = impls.build_layers(impl_names, stand_in=stand_in, policy=policy)
+        layers = impls.build_layers(impl_names, stand_in=stand_in, policy=policy, gate=gate)
         rows = []
         for shape in shapes:
             x = backends.make_input(shape.batch, shape.length, D_MODEL)
-            expected = reference.gqa_forward(impls.gqa_weights(), backends.to_numpy(x),
+            expected = reference.gqa_forward(impls.gqa_weights(gate=gate), backends.to_numpy(x),
                                              causal=shape.causal)
             for mode in MODES:
                 bar.set_description(f"time {shape.name} {mode}")
@@ -108,7 +114,7 @@ def run_suite(
                     bar.set_description(f"memory {row['shape']} {row['impl']}")
                     result = memory.measure_peak(
                         row["impl"], _shape_of(row), stand_in=stand_in, limit_mib=memory_limit_mib,
-                        policy=policy,
+                        policy=policy, gate=gate,
                     )
                     row.update(peak_mib=result["peak_mib"], memory_status=result["status"])
                     bar.update()
@@ -116,7 +122,8 @@ def run_suite(
                 bar.set_description(f"memory scaling {length}")
                 shape = Shape(f"L{length}", 1, length)
                 result = memory.measure_peak(
-                    "pygqa", shape, stand_in=stand_in, limit_mib=memory_limit_mib, policy=policy
+                    "pygqa", shape, stand_in=stand_in, limit_mib=memory_limit_mib, policy=policy,
+                    gate=gate,
                 )
                 row = dict(_row_base(shape, "fwdbwd", "pygqa"), kind="scaling")
                 row.update(peak_mib=result["peak_mib"], memory_status=result["status"])

@@ -1,16 +1,18 @@
-"""The attention computation behind the layer, on projected heads.
+"""The attention computation behind the layer: one dispatcher over the kernels.
 
-Letters used in the einsum equations below:
-  b batch, t target (query) position, s source (key/value) position,
-  u query head, k key/value head, q a group's stacked (head, position) rows,
-  h head feature.
-Query head `i` belongs to group `i // G` (G = query heads per key/value head),
-so splitting the query's head axis `u` into `(k, g)` lines every query head up
-with the key/value head it shares; key and value are never repeated.
+`grouped_attention` takes the projected heads, asks `kernels.choose_path`
+which path the call takes (the reason for every choice is written there), and
+hands the call to that path's kernel: the explicit path (kernels/explicit.py:
+softmax, probabilities, weighted values) or a fused one (kernels/paths.py
+lists them). It owns only what is common to all of them: half-precision
+inputs cast to float32 for the paths that upcast, the logit scale folded into
+the query for the fused ones, and the output cast back.
 
-Masking rule, the same on every path and backend: a query position with no
-key left to attend to gets all-zero attention probabilities (its output is
-the output projection's bias), never NaN and never a uniform average.
+Every path pairs query head `i` with key/value head `i // G` (G = query heads
+per key/value head) without repeating key and value, and gives a query
+position with no key left to attend to all-zero attention probabilities (its
+output is the output projection's bias), never NaN and never a uniform
+average (kernels/numerics.py).
 """
 
 import math
@@ -19,21 +21,8 @@ import keras
 from keras import ops
 
 from pygqa import kernels
-from pygqa.masks import MASKED_LOGIT, combine_masks, sliding_window_mask, with_causal
-
-# Paths on which a sliding window runs as pygqa's band kernel: the CPU
-# blockwise kernels. torch keeps one SDPA call with the band as a mask (its
-# per-block band variant, kernels/band_torch.py, was not faster in every
-# measured case), and the GPU kernels take the band as a mask.
-_BAND_PATHS = ("tf_blockwise", "jax_blockwise")
-
-
-def softmax(logits):
-    """Softmax over the last axis. A single key gets probability 1 without
-    keras.ops.softmax's warning about a size-1 axis (one key is a valid input)."""
-    if logits.shape[-1] == 1:
-        return ops.ones_like(logits)
-    return ops.softmax(logits, axis=-1)
+from pygqa.kernels import explicit
+from pygqa.kernels.numerics import combine_masks, sliding_window_mask
 
 
 def grouped_attention(
@@ -88,12 +77,13 @@ def grouped_attention(
         head_dim=query.shape[-1],
         target_length=query.shape[1],
         source_length=key.shape[1],
-        masked=mask is not None or window is not None,
+        masked=mask is not None,
         causal=causal,
         scores=return_scores,
         dropout=use_dropout,
         flash_attention=flash_attention,
         soft_cap=soft_cap is not None,
+        window=window,
     )
     if flash_attention:
         _check_fused_possible(path, return_scores, use_dropout, dropout, query, key)
@@ -106,12 +96,8 @@ def grouped_attention(
     if scale is not None and path.fused:
         # The fused and band kernels scale by 1/sqrt(head_dim): pre-scale the query.
         query = query * ops.cast(scale * math.sqrt(query.shape[-1]), query.dtype)
-    if window is not None and path.name in _BAND_PATHS:
-        # Computed as a band: work and memory linear in the length. Imported here:
-        # band.py uses this module's softmax.
-        from pygqa.kernels import band
-
-        output = band.attention(query, key, value, window=window, mask=mask, causal=causal)
+    if path.band:  # computed as a band: work and memory linear in the length
+        output = kernels.kernel(path)(query, key, value, window=window, mask=mask, causal=causal)
         return ops.cast(output, compute_dtype)
     if window is not None:  # elsewhere the window is one more mask
         window_mask = sliding_window_mask(ops.shape(query)[1], ops.shape(key)[1], window)
@@ -120,14 +106,11 @@ def grouped_attention(
         output = kernels.kernel(path)(query, key, value, mask=mask, causal=causal)
         return ops.cast(output, compute_dtype)
 
-    if causal:
-        target_length, source_length = ops.shape(query)[1], ops.shape(key)[1]
-        mask = with_causal(mask, target_length, source_length)
-    probs = attention_probabilities(query, key, mask, scale=scale, soft_cap=soft_cap)
-    kept = probs
-    if use_dropout:
-        kept = keras.random.dropout(probs, dropout, seed=seed_generator)
-    output = ops.cast(weighted_values(kept, value), compute_dtype)
+    output, probs = explicit.attention(
+        query, key, value, mask=mask, causal=causal, scale=scale, soft_cap=soft_cap,
+        dropout=dropout if use_dropout else 0.0, seed_generator=seed_generator,
+    )
+    output = ops.cast(output, compute_dtype)
     if not return_scores:
         return output
     return output, ops.cast(probs, compute_dtype)
@@ -155,42 +138,3 @@ def _check_fused_possible(path, return_scores, use_dropout, dropout, query, key)
             f"fused attention kernel, and {reason}. Use flash_attention=None to let the "
             "layer choose the path."
         )
-
-
-def attention_probabilities(query, key, mask, scale=None, soft_cap=None):
-    """Softmax probabilities (b, u, t, s); rows without any key are all zero.
-
-    Each key/value head meets its whole group at once: the group's query rows
-    are stacked into one (g * t, h) matrix, one matrix product per head.
-    `scale` (None: 1/sqrt(head_dim)) multiplies the query; `soft_cap` caps
-    the logits with `soft_cap * tanh(logits / soft_cap)` before the mask.
-    """
-    batch, target, num_heads, head_dim = ops.shape(query)
-    num_kv_heads = ops.shape(key)[2]
-    if scale is None:
-        query = query * ops.cast(1.0 / ops.sqrt(float(head_dim)), query.dtype)
-    else:
-        query = query * ops.cast(scale, query.dtype)
-    query = ops.transpose(query, (0, 2, 1, 3))  # (b, u, t, h), u = (k, g)
-    query = ops.reshape(query, (batch, num_kv_heads, -1, head_dim))  # (b, k, g*t, h)
-    logits = ops.einsum("bkqh,bksh->bkqs", query, ops.transpose(key, (0, 2, 1, 3)))
-    logits = ops.reshape(logits, (batch, num_heads, target, -1))  # (b, u, t, s)
-    if soft_cap is not None:
-        logits = ops.tanh(logits / ops.cast(soft_cap, logits.dtype)) * ops.cast(
-            soft_cap, logits.dtype)
-    if mask is None:
-        return softmax(logits)
-    keep = ops.expand_dims(mask, 1)  # (b, 1, t, s)
-    logits = ops.where(keep, logits, ops.cast(MASKED_LOGIT, logits.dtype))
-    probs = softmax(logits)
-    return ops.where(keep, probs, ops.zeros_like(probs))
-
-
-def weighted_values(probs, value):
-    """(b, u, t, s) probabilities x (b, s, k, h) values -> (b, t, u, h)."""
-    batch, num_heads, target, source = ops.shape(probs)
-    num_kv_heads, head_dim = ops.shape(value)[2], ops.shape(value)[3]
-    stacked = ops.reshape(probs, (batch, num_kv_heads, -1, source))  # (b, k, g*t, s)
-    output = ops.einsum("bkqs,bksh->bkqh", stacked, ops.transpose(value, (0, 2, 1, 3)))
-    output = ops.reshape(output, (batch, num_heads, target, head_dim))  # (b, u, t, h)
-    return ops.transpose(output, (0, 2, 1, 3))  # (b, t, u, h)

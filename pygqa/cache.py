@@ -31,7 +31,7 @@ import numpy as np
 from keras import ops
 
 from pygqa import validation
-from pygqa.masks import causal_mask, sliding_window_mask
+from pygqa.kernels.numerics import causal_mask, sliding_window_mask
 
 
 def empty_cache(batch_size, max_length, num_key_value_heads, head_dim, dtype=None):

@@ -15,7 +15,7 @@ from pygqa import cache as kv_cache
 from pygqa import rotary, saving, validation
 from pygqa.attention import grouped_attention
 from pygqa.head_norm import HeadRMSNorm
-from pygqa.masks import combine_masks
+from pygqa.kernels.numerics import combine_masks
 
 # Keyword arguments accepted through **kwargs: the base layer's options, and
 # the later Keras arguments that the reference page does not name.

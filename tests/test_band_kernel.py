@@ -6,8 +6,7 @@ import pytest
 from gradients import vjp
 from helpers import LAYOUTS, to_numpy
 
-from pygqa import attention
-from pygqa.kernels import band
+from pygqa.kernels import band, band_blocks, explicit
 
 BACKEND = keras.backend.backend()
 
@@ -65,15 +64,15 @@ def _inputs(rng, target, source, layout="gqa", batch=2, head_dim=4):
 def plan(request, monkeypatch):
     """Force 16-row blocks (several blocks, several steps) or one block for the whole query."""
     if request.param == "blocks":
-        monkeypatch.setattr(band, "MIN_ROWS", 16)
-        monkeypatch.setattr(band, "MAX_ROWS", 16)
-        monkeypatch.setattr(band, "STEP_ELEMENTS", 1)  # one block per loop step
+        monkeypatch.setattr(band_blocks, "MIN_ROWS", 16)
+        monkeypatch.setattr(band_blocks, "MAX_ROWS", 16)
+        monkeypatch.setattr(band_blocks, "STEP_ELEMENTS", 1)  # one block per loop step
         if BACKEND == "torch":
             from pygqa.kernels import band_torch
 
             monkeypatch.setattr(band_torch, "ROWS", 16)
     else:
-        monkeypatch.setattr(band, "MIN_ROWS", 64)
+        monkeypatch.setattr(band_blocks, "MIN_ROWS", 64)
         if BACKEND == "torch":
             from pygqa.kernels import band_torch
 
@@ -124,12 +123,13 @@ def test_every_band_key_is_in_some_window():
     for target, source in LENGTHS.values():
         for window in (1, 2, 16, 17, 40, 100):
             for causal in (False, True):
-                plan = band.plan_band(1, target, source, 4, window, causal, rows=16)
-                keep = band.static_keep(plan)  # (n, r, w)
-                dense = np.zeros((plan.num_blocks * plan.rows, band.padded_source(plan)), bool)
+                plan = band_blocks.plan_band(1, target, source, 4, window, causal, rows=16)
+                keep = band_blocks.static_keep(plan)  # (n, r, w)
+                dense = np.zeros((plan.num_blocks * plan.rows, band_blocks.padded_source(plan)),
+                                 bool)
                 for n in range(plan.num_blocks):
                     rows = slice(n * plan.rows, (n + 1) * plan.rows)
-                    dense[rows, n * plan.rows : n * plan.rows + band.width(plan)] = keep[n]
+                    dense[rows, n * plan.rows : n * plan.rows + band_blocks.width(plan)] = keep[n]
                 lead = plan.left * plan.rows
                 dense = dense[:target, lead : lead + source]
                 expected = dense_keep(target, source, window, causal=causal)[0]
@@ -139,12 +139,13 @@ def test_every_band_key_is_in_some_window():
 
 def test_work_grows_linearly_with_the_length():
     # For a fixed window, the keys a block meets do not depend on the length.
-    widths = {band.width(band.plan_band(1, n, n, 8, 512, True)) for n in (4096, 8192, 16384)}
-    assert widths == {band.rows_for(512) * (1 + 4)}  # R = 128 and c = 4 chunks before
-    plan = band.plan_band(1, 8192, 8192, 8, 512, False)
-    assert band.width(plan) == 9 * plan.rows and plan.num_blocks * plan.rows >= 8192
+    widths = {band_blocks.width(band_blocks.plan_band(1, n, n, 8, 512, True))
+              for n in (4096, 8192, 16384)}
+    assert widths == {band_blocks.rows_for(512) * (1 + 4)}  # R = 128 and c = 4 chunks before
+    plan = band_blocks.plan_band(1, 8192, 8192, 8, 512, False)
+    assert band_blocks.width(plan) == 9 * plan.rows and plan.num_blocks * plan.rows >= 8192
     for target in (1, 3, 15):  # a short query is never padded to a whole block
-        assert band.plan_band(4, target, 4096, 8, 512, True).rows == target
+        assert band_blocks.plan_band(4, target, 4096, 8, 512, True).rows == target
 
 
 @pytest.mark.parametrize("window", [0, -3, 2.5, True, None])
@@ -159,8 +160,8 @@ def _explicit(window, mask, causal, target, source):
     dense = keras.ops.convert_to_tensor(dense_keep(target, source, window, mask, causal))
 
     def function(query, key, value):
-        probs = attention.attention_probabilities(query, key, dense)
-        return attention.weighted_values(probs, value)
+        probs = explicit.probabilities(query, key, dense)
+        return explicit.weighted_values(probs, value)
 
     return function
 

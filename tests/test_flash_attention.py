@@ -12,7 +12,7 @@ import pytest
 from helpers import ATOL, RTOL, inputs, random_masks, to_numpy
 
 import pygqa
-from pygqa import attention
+from pygqa.kernels import explicit
 
 
 def _layers(rng, q, v, k):
@@ -42,13 +42,13 @@ def test_every_setting_gives_the_same_numbers(causal, rng):
 
 def _count_explicit_calls(monkeypatch):
     calls = []
-    original = attention.attention_probabilities
+    original = explicit.probabilities
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(attention, "attention_probabilities", counting)
+    monkeypatch.setattr(explicit, "probabilities", counting)
     return calls
 
 

@@ -129,11 +129,10 @@ def _block_products():
 @pytest.mark.parametrize("masks", ["none", "causal", "mask+causal"])
 def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, layout_name,
                                                              monkeypatch):
-    from pygqa import attention
-    from pygqa.kernels import blockwise
+    from pygqa.kernels import blockwise, explicit
+    from pygqa.kernels.numerics import with_causal
 
     products = _block_products()[layout_name]
-    from pygqa.masks import with_causal
 
     monkeypatch.setattr(blockwise, "_BLOCK_ELEMENTS", 1)  # 16 rows per block
     monkeypatch.setattr(blockwise, "KEEP_ELEMENTS", KEEP_BUDGETS[kept])
@@ -157,13 +156,13 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, layou
     if causal:
         full_mask = with_causal(full_mask, target, source)
 
-    def explicit(q, k, v):
-        probs = attention.attention_probabilities(q, k, full_mask)
-        return attention.weighted_values(probs, v)
+    def explicit_path(q, k, v):
+        probs = explicit.probabilities(q, k, full_mask)
+        return explicit.weighted_values(probs, v)
 
     tensors = [keras.ops.convert_to_tensor(x) for x in (query, key, value)]
-    expected_out = to_numpy(explicit(*tensors))
-    expected_grads = vjp(explicit, (query, key, value), d_out)
+    expected_out = to_numpy(explicit_path(*tensors))
+    expected_grads = vjp(explicit_path, (query, key, value), d_out)
 
     block_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
     # JAX unrolls short block loops: check the 3 blocks both unrolled and as a loop.

@@ -15,10 +15,10 @@ from helpers import random_weights, to_numpy
 from reference import gqa_reference
 
 import pygqa
-from pygqa import attention, kernels
-from pygqa.kernels import paths
+from pygqa import kernels
+from pygqa.kernels import explicit, paths
+from pygqa.kernels.numerics import with_causal
 from pygqa.kernels.paths import CPU, Device, choose_path
-from pygqa.masks import with_causal
 
 BACKEND = keras.backend.backend()
 HOPPER, AMPERE, VOLTA = Device("gpu", (9, 0)), Device("gpu", (8, 0)), Device("gpu", (7, 0))
@@ -108,6 +108,27 @@ DECISIONS = [
     ("tf-gpu-scores", "tensorflow", TF_GPU, "bfloat16", 128, 64, 64, False, False,
      {"scores": True}, "explicit", True),
     ("numpy", "numpy", CPU, "float32", 128, 64, 64, False, False, {}, "explicit", True),
+    # A sliding window: a band where a band kernel takes it, else one more mask.
+    ("jax-cpu-window", "jax", CPU, "float32", 64, 64, 64, False, True, {"window": 8},
+     "jax_band", True),
+    ("jax-cpu-window-mask", "jax", CPU, "bfloat16", 64, 37, 41, True, False, {"window": 8},
+     "jax_band", True),
+    ("jax-gpu-bf16-window", "jax", HOPPER, "bfloat16", 128, 64, 64, False, True, {"window": 8},
+     "jax_cudnn", False),
+    ("jax-gpu-fp32-window", "jax", HOPPER, "float32", 128, 64, 64, False, False, {"window": 8},
+     "jax_band", True),
+    ("jax-gpu-odd-window", "jax", HOPPER, "bfloat16", 128, 7, 7, False, False, {"window": 3},
+     "jax_band", True),
+    ("jax-window-unknown-length", "jax", CPU, "float32", 64, None, 64, False, True,
+     {"window": 8}, "explicit", True),
+    ("jax-window-scores", "jax", CPU, "float32", 64, 64, 64, False, True,
+     {"window": 8, "scores": True}, "explicit", True),
+    ("tf-cpu-window", "tensorflow", CPU, "float32", 64, 64, 64, True, True, {"window": 8},
+     "tf_band", True),
+    ("tf-gpu-window", "tensorflow", TF_GPU, "bfloat16", 64, 64, 64, False, False,
+     {"window": 8}, "tf_band", True),
+    ("tf-window-dropout", "tensorflow", CPU, "float32", 64, 64, 64, False, False,
+     {"window": 8, "dropout": True}, "explicit", True),
 ]
 
 
@@ -132,9 +153,11 @@ def test_every_branch_gives_its_own_reason():
                            source_length=source, masked=masked, causal=causal, **options)
         reasons.setdefault(path.name, set()).add(path.reason)
     assert set(reasons) == {"explicit", "jax_blockwise", "jax_cudnn", "torch_sdpa",
-                            "torch_sdpa_cudnn", "torch_sdpa_repeat", "tf_blockwise"}
+                            "torch_sdpa_cudnn", "torch_sdpa_repeat", "tf_blockwise",
+                            "jax_band", "tf_band"}
     # CPU, and on a GPU why cuDNN refused: dtype, GPU, head_dim (two limits), odd lengths.
     assert len(reasons["jax_blockwise"]) == 6
+    assert len(reasons["jax_band"]) == 3  # CPU; on a GPU: dtype, odd lengths
     assert len(reasons["explicit"]) == 5
 
 
@@ -145,6 +168,42 @@ def test_this_machine_is_a_cpu_and_keeps_its_paths():
         path = choose_path(BACKEND, CPU, dtype, head_dim=64, target_length=64,
                            source_length=64, masked=True, causal=True)
         assert (path.name, path.upcast) == (expected[BACKEND], True)
+    band = {"jax": "jax_band", "torch": "torch_sdpa", "tensorflow": "tf_band"}
+    path = choose_path(BACKEND, CPU, "float32", head_dim=64, target_length=64,
+                       source_length=64, masked=False, causal=True, window=8)
+    assert (path.name, path.band) == (band[BACKEND], BACKEND != "torch")
+
+
+@pytest.fixture
+def recorded_paths(monkeypatch):
+    """The names of the fused paths that the layer's calls run, in order."""
+    ran = []
+    real_kernel = kernels.kernel
+
+    def recording_kernel(path):
+        ran.append(path.name)
+        return real_kernel(path)
+
+    monkeypatch.setattr(kernels, "kernel", recording_kernel)
+    return ran
+
+
+def test_a_windowed_layer_runs_the_path_the_choice_names(recorded_paths):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 40, 16)).astype("float32")
+    layer = pygqa.GroupQueryAttention(4, 8, 2, sliding_window=6)
+    plain = pygqa.GroupQueryAttention(4, 8, 2)
+    layer(x), plain(x)
+    plain.set_weights(random_weights(layer, rng))
+    recorded_paths.clear()
+    got = to_numpy(layer(x, use_causal_mask=True))
+    expected = choose_path(BACKEND, CPU, "float32", head_dim=4, target_length=40,
+                           source_length=40, masked=False, causal=True, window=6).name
+    assert recorded_paths == [expected]
+    band = np.abs(np.arange(40)[:, None] - np.arange(40)) < 6
+    want = to_numpy(plain(x, attention_mask=np.broadcast_to(band, (2, 40, 40)),
+                          use_causal_mask=True))
+    np.testing.assert_allclose(got, want, atol=2e-6 * np.abs(want).max(), rtol=0)
 
 
 # --- every path of this backend, forced, against the float64 reference -------------
@@ -198,7 +257,7 @@ def _explicit(mask, causal, target, source):
         full = with_causal(full, target, source)
 
     def run(q, k, v):
-        return attention.weighted_values(attention.attention_probabilities(q, k, full), v)
+        return explicit.weighted_values(explicit.probabilities(q, k, full), v)
 
     return run
 

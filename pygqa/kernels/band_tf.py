@@ -1,29 +1,30 @@
-"""TensorFlow: band attention (band.py) with a custom gradient."""
+"""TensorFlow: band attention (band_blocks.py) with a custom gradient."""
 
 import tensorflow as tf
 
-from pygqa.kernels import band
+from pygqa.kernels import band_blocks
+from pygqa.kernels.numerics import zero_empty_rows
 
 
 def attention(query, key, value, *, window, mask=None, causal=False):
-    band.check_window(window)
-    plan = band.plan_band(query.shape[0], query.shape[1], key.shape[1], query.shape[2],
-                          int(window), causal)
-    keep, has_key = band.keep_blocks(mask, plan)
+    band_blocks.check_window(window)
+    plan = band_blocks.plan_band(query.shape[0], query.shape[1], key.shape[1],
+                                 query.shape[2], int(window), causal)
+    keep, has_key = band_blocks.keep_blocks(mask, plan)
 
     @tf.custom_gradient
     def attend(query, key, value):
-        layout = band.Layout(query, key, value, keep, plan, _map)
-        output = band.forward(layout)
+        layout = band_blocks.Layout(query, key, value, keep, plan, _map)
+        output = band_blocks.forward(layout)
 
         def gradient(grad_output):
-            return band.backward(layout, output, grad_output)
+            return band_blocks.backward(layout, output, grad_output)
 
         return layout.from_blocks(output), gradient
 
     # Zeroing empty rows outside the custom gradient also zeroes their output
-    # gradients, which is what band.backward expects.
-    return band.zero_empty_rows(attend(query, key, value), has_key)
+    # gradients, which is what band_blocks.backward expects.
+    return zero_empty_rows(attend(query, key, value), has_key)
 
 
 def _map(step, inputs):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pygqa.kernels import band
+from pygqa.kernels import band_blocks
 
 # Query rows per SDPA call. Larger blocks mean fewer calls but more keys
 # computed outside the band: a block of R rows meets R + 2(window - 1) keys
@@ -23,7 +23,7 @@ ROWS = 256
 
 
 def attention(query, key, value, *, window, mask=None, causal=False):
-    band.check_window(window)
+    band_blocks.check_window(window)
     target, source = query.shape[1], key.shape[1]
     # SDPA wants heads before positions: (b, u, t, h) and (b, k, s, h).
     q, k, v = (x.transpose(1, 2) for x in (query, key, value))

@@ -31,8 +31,8 @@ import os
 
 from keras import ops
 
-from pygqa.attention import softmax
-from pygqa.masks import MASKED_LOGIT, causal_mask
+from pygqa.kernels.blocks import QueryBlocks
+from pygqa.kernels.numerics import MASKED_LOGIT, causal_mask, softmax
 
 # Target size of one block's logits in elements (16 MiB in float32), and how
 # many key-length buckets a causal call is split into: with n buckets the
@@ -132,8 +132,11 @@ def _split_at_budget(buckets, block_rows, budget):
     return tuple(marked)
 
 
-class Layout:
+class Layout(QueryBlocks):
     """Inputs rearranged once so that every block is a plain batched matrix product.
+
+    Query rows in blocks as blocks.py lays them out; keys and values whole,
+    each bucket reading its first keys.
 
     `scan(step, init, inputs) -> (carry, stacked outputs)` is the backend's
     sequential loop (keras.ops.scan requires outputs shaped like the carry).
@@ -147,34 +150,15 @@ class Layout:
     """
 
     def __init__(self, query, key, value, mask, causal, plan, scan, products=None):
+        super().__init__(query, key, plan)
         self.scan = scan
         self.products = products or QUERY_MAJOR
-        _, self.target, self.heads, self.head_dim = query.shape
-        self.kv_heads = key.shape[2]
-        self.group = self.heads // self.kv_heads
-        self.scale = 1.0 / math.sqrt(self.head_dim)
-        self.causal, self.plan = causal, plan
+        self.causal = causal
         self.query = self.to_blocks(query * self.scale)  # (n, b, k, q, h)
         self.key = ops.transpose(key, (0, 2, 1, 3))  # (b, k, s, h)
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
         self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)
         self.products.prepare(self)
-
-    def to_blocks(self, x):
-        """(b, t, u, h) -> (n, b, k, g * r, h), rows padded to whole blocks."""
-        rows, blocks = self.plan.rows, self.plan.num_blocks
-        x = ops.pad(x, [(0, 0), (0, rows * blocks - self.target), (0, 0), (0, 0)])
-        x = ops.reshape(x, (-1, blocks, rows, self.kv_heads, self.group, self.head_dim))
-        x = ops.transpose(x, (1, 0, 3, 4, 2, 5))  # (n, b, k, g, r, h)
-        return ops.reshape(x, (blocks, -1, self.kv_heads, self.group * rows, self.head_dim))
-
-    def from_blocks(self, x):
-        """(n, b, k, g * r, h) -> (b, t, u, h)."""
-        rows, blocks = self.plan.rows, self.plan.num_blocks
-        x = ops.reshape(x, (blocks, -1, self.kv_heads, self.group, rows, self.head_dim))
-        x = ops.transpose(x, (1, 0, 4, 2, 3, 5))  # (b, n, r, k, g, h)
-        x = ops.reshape(x, (-1, blocks * rows, self.heads, self.head_dim))
-        return x[:, : self.target]
 
     def _mask_blocks(self, mask):
         rows, blocks = self.plan.rows, self.plan.num_blocks

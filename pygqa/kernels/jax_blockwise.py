@@ -10,7 +10,7 @@ from functools import partial
 import jax
 
 from pygqa.kernels import blockwise
-from pygqa.kernels.masking import prepare, zero_empty_rows
+from pygqa.kernels.numerics import prepare, zero_empty_rows
 
 # Loops over at most this many blocks are unrolled: XLA then takes each block
 # as a static slice instead of copying it in and out of a while loop. Side by

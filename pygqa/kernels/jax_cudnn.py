@@ -9,7 +9,7 @@ there is no GPU, which is how the tests exercise this path on CPU.
 
 import jax
 
-from pygqa.kernels.masking import prepare, zero_empty_rows
+from pygqa.kernels.numerics import prepare, zero_empty_rows
 
 
 def attention(query, key, value, *, mask=None, causal=False, implementation=None):

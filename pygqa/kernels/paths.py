@@ -10,9 +10,12 @@ priority order in `ATen/Context.h`).
 
 Paths:
 
-- `explicit`: attention.py's einsum path, softmax(QK^T)V with the full
-  probabilities (scores, dropout, `flash_attention=False`).
+- `explicit`: softmax(QK^T)V with the full probabilities (explicit.py;
+  scores, dropout, the soft cap, `flash_attention=False`).
 - `jax_blockwise`, `tf_blockwise`: pygqa's blockwise kernel (blockwise.py).
+- `jax_band`, `tf_band`: a sliding window computed as a band (band_jax.py,
+  band_tf.py over band_blocks.py), linear in the length. Every other path
+  takes the window as one more mask.
 - `jax_cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`.
 - `torch_sdpa`: `scaled_dot_product_attention(enable_gqa=True)`, torch picks
   the backend (on a GPU: FlashAttention).
@@ -21,7 +24,7 @@ Paths:
   the memory-efficient backend (which takes masks and float32) can run.
 
 Every path keeps key/value at their own head count except the last, and
-every path gives a query row without any key zero output (masking.py).
+every path gives a query row without any key zero output (numerics.py).
 """
 
 import collections
@@ -34,10 +37,13 @@ CPU = Device("cpu", None)
 
 HALF_DTYPES = ("float16", "bfloat16")
 EXPLICIT = "explicit"
+BAND_PATHS = ("jax_band", "tf_band")
 
 _KERNEL_MODULES = {
     "jax_blockwise": "pygqa.kernels.jax_blockwise",
     "tf_blockwise": "pygqa.kernels.tf_blockwise",
+    "jax_band": "pygqa.kernels.band_jax",
+    "tf_band": "pygqa.kernels.band_tf",
     "jax_cudnn": "pygqa.kernels.jax_cudnn",
     "torch_sdpa": "pygqa.kernels.torch_sdpa",
     "torch_sdpa_cudnn": "pygqa.kernels.torch_sdpa",
@@ -62,6 +68,12 @@ class Path:
     def fused(self):
         return self.name != EXPLICIT
 
+    @property
+    def band(self):
+        """Whether the path computes the sliding window as a band (its kernel
+        takes `window=`); on the others the window is one more mask."""
+        return self.name in BAND_PATHS
+
 
 def choose_path(
     backend,
@@ -77,6 +89,7 @@ def choose_path(
     dropout=False,
     flash_attention=None,
     soft_cap=False,
+    window=None,
 ):
     """The attention path for one call.
 
@@ -86,7 +99,8 @@ def choose_path(
         dtype: the compute dtype's name ("float32", "bfloat16", ...).
         head_dim, target_length, source_length: sizes (lengths may be None
             when not known while tracing).
-        masked: whether a boolean mask is passed (the causal flag aside).
+        masked: whether a boolean mask is passed (the causal flag and the
+            window aside).
         causal: whether the call is causal (top-left aligned when T != S).
         scores: whether the probabilities are returned.
         dropout: whether dropout acts (rate > 0 and training).
@@ -95,6 +109,8 @@ def choose_path(
         flash_attention: the layer's setting; False forces the explicit
             path, True and None let this function choose (attention.py
             raises where True meets the explicit path).
+        window: the sliding window, None or a positive int. A band path
+            computes it as a band; any other path gets it as a mask.
 
     Returns:
         A `Path`.
@@ -108,6 +124,7 @@ def choose_path(
         return Path(EXPLICIT, True, "dropout acts on probabilities that fused kernels never form")
     if soft_cap:
         return Path(EXPLICIT, True, "only the explicit path caps the logits (logit_soft_cap)")
+    masked = masked or window is not None  # off the band paths the window is one more mask
     if backend == "torch":
         return _torch_path(device, half, head_dim, target_length, source_length, masked, causal)
     if backend not in ("jax", "tensorflow"):
@@ -115,6 +132,11 @@ def choose_path(
     if target_length is None or source_length is None:
         return Path(EXPLICIT, True, "the kernels need static sequence lengths to plan the call")
     if backend == "tensorflow":
+        if window is not None:
+            return Path("tf_band", True, (
+                "a sliding window runs as the band kernel: each block of query rows meets "
+                "only the keys of its window, so work and memory grow linearly with the "
+                "length"))
         if device.kind == "gpu":
             return Path("tf_blockwise", True, (
                 "TensorFlow has no fused attention kernel; the blockwise kernel keeps memory "
@@ -129,9 +151,17 @@ def choose_path(
             return Path("jax_cudnn", False, (
                 "cuDNN's fused kernel takes grouped key/value and half-precision inputs "
                 "and accumulates in float32"))
+        if window is not None:
+            return Path("jax_band", True, (
+                f"cuDNN cannot take this call ({refusal}); the band kernel computes the "
+                "sliding window as a band, linear in the length"))
         return Path("jax_blockwise", True, (
             f"cuDNN cannot take this call ({refusal}); the blockwise kernel keeps memory "
             "linear in the length, where XLA's dot_product_attention forms every logit"))
+    if window is not None:
+        return Path("jax_band", True, (
+            "a sliding window runs as the band kernel, measured fastest on CPU: each block "
+            "of query rows meets only the keys of its window"))
     return Path("jax_blockwise", True, "the blockwise kernel was measured fastest on CPU")
 
 
@@ -184,7 +214,8 @@ def _torch_path(device, half, head_dim, target_length, source_length, masked, ca
 
 
 def kernel(path):
-    """The kernel function of a fused path: f(query, key, value, *, mask, causal)."""
+    """The kernel function of a fused path: f(query, key, value, *, mask, causal),
+    with `window=` too on a band path."""
     module = importlib.import_module(_KERNEL_MODULES[path.name])
     return getattr(module, _KERNEL_FUNCTIONS.get(path.name, "attention"))
 

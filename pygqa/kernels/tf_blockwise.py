@@ -14,8 +14,7 @@ import tensorflow as tf
 from tensorflow.python.eager.record import should_record_backprop
 
 from pygqa.kernels import blockwise
-from pygqa.kernels.masking import prepare, zero_empty_rows
-from pygqa.masks import MASKED_LOGIT
+from pygqa.kernels.numerics import MASKED_LOGIT, prepare, zero_empty_rows
 
 # Blocks sized from this machine's last-level cache (see blockwise.cache_block_elements),
 # read once at import. JAX keeps blockwise's constant: only TensorFlow was measured.

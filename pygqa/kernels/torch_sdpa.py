@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pygqa.kernels.masking import prepare, zero_empty_rows
+from pygqa.kernels.numerics import prepare, zero_empty_rows
 
 # cuDNN first; the others stay allowed, in torch's own order, should cuDNN
 # refuse a call that paths.py expected it to take.

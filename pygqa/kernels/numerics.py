@@ -1,8 +1,15 @@
-"""Masks: combining the layer's mask arguments, the causal mask, the masked logit.
+"""The numerics every path shares: softmax, the masked logit, masks, rows without a key.
+
+The bottom of the package: it imports nothing from pygqa, and every kernel,
+the dispatcher (attention.py), the layer and the cache build on it.
 
 Every mask is boolean with True meaning "may attend". The rule for a query
-row left without any key (zero probabilities, never NaN) is applied where the
-probabilities are made: attention.py and kernels/masking.py.
+row left without any key, the same on every path and backend: its attention
+probabilities are all zero (its output is zero, the layer's output is the
+output projection's bias), never NaN and never a uniform average. The
+explicit and band kernels apply it where they make the probabilities; fused
+kernels open such rows before the kernel and zero them after
+(`open_empty_rows`, `zero_empty_rows`, `prepare`).
 """
 
 from keras import ops
@@ -11,6 +18,14 @@ from keras import ops
 # (half-precision inputs are cast first), so this is finite, and it keeps
 # masked keys out of each row's maximum; their probabilities end up zero.
 MASKED_LOGIT = -1e30
+
+
+def softmax(logits):
+    """Softmax over the last axis. A single key gets probability 1 without
+    keras.ops.softmax's warning about a size-1 axis (one key is a valid input)."""
+    if logits.shape[-1] == 1:
+        return ops.ones_like(logits)
+    return ops.softmax(logits, axis=-1)
 
 
 def causal_mask(target_length, source_length, offset=0):
@@ -64,3 +79,38 @@ def combine_masks(
     if causal is not None:
         _and(ops.expand_dims(causal, 0))  # (1, t, s)
     return combined
+
+
+def open_empty_rows(mask):
+    """Returns (mask with empty rows set all-True, (b, t) indicator of non-empty rows).
+
+    Kernels cannot normalise a row with no key; opening it keeps them finite,
+    and `zero_empty_rows` then sets those rows' outputs to zero.
+    """
+    has_key = ops.any(mask, axis=-1)  # (b, t)
+    return ops.logical_or(mask, ops.logical_not(ops.expand_dims(has_key, -1))), has_key
+
+
+def zero_empty_rows(output, has_key):
+    """output (b, t, u, h) with the rows of `has_key == False` set to zero
+    (unchanged where `has_key` is None: every row has a key)."""
+    if has_key is None:
+        return output
+    keep = ops.cast(has_key, output.dtype)[:, :, None, None]  # (b, t, 1, 1)
+    return output * keep
+
+
+def prepare(mask, causal, target_length, source_length):
+    """A fused kernel's mask and the rows to zero afterwards (None when nothing is masked).
+
+    The causal mask is folded in before looking for empty rows, since together
+    with another mask it can empty a row that neither empties alone.
+    """
+    if mask is None:
+        return None, None
+    if causal:
+        mask = with_causal(mask, target_length, source_length)
+    # Masks built from query/value masks alone broadcast along an axis; the
+    # kernels cut them into row blocks, so they need every axis at full size.
+    mask = ops.broadcast_to(mask, (ops.shape(mask)[0], target_length, source_length))
+    return open_empty_rows(mask)

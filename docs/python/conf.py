@@ -41,50 +41,59 @@ def _section(lines, title):
     return start, end
 
 
-def _keras_docstring(app, what, name, obj, options, lines):
-    """Reads Keras's docstring layout as it is written, for napoleon.
+def _indent(line):
+    return len(line) - len(line.lstrip())
 
-    - Several argument names on wrapped lines ("head_dim, num_query_heads,\n
-      ..., **kwargs: as for ...") become one item line.
-    - A "- " list straight after a line of text gets the blank line reST needs.
-    - A Returns block of `name: text` items (the layer returns up to three
-      values, named like Keras's) becomes a list: napoleon would read one
-      value, with the first name as its type.
-    """
+
+def _join_wrapped_names(lines):
+    """"head_dim, num_query_heads,\n    bias_constraint, **kwargs: as for ..." as one item."""
     block = _section(lines, "Args")
-    if block:
-        i = block[0]
-        while i < block[1] - 1:
-            if re.fullmatch(r" {4}[\w*]+(, [\w*]+)*,", lines[i]) and re.match(r" {4}\S", lines[i + 1]):
-                # (napoleon escapes a leading ** only)
-                joined = lines[i] + " " + lines[i + 1].strip().replace("**", r"\*\*")
-                lines[i : i + 2] = [joined]
-                block = (block[0], block[1] - 1)
-            else:
-                i += 1
+    if not block:
+        return
+    i, end = block
+    while i < end - 1:
+        if re.fullmatch(r" {4}[\w*]+(, [\w*]+)*,", lines[i]) and _indent(lines[i + 1]) == 4:
+            # napoleon escapes a leading ** only
+            lines[i : i + 2] = [lines[i] + " " + lines[i + 1].strip().replace("**", r"\*\*")]
+            end -= 1
+        else:
+            i += 1
+
+
+def _open_lists(lines):
+    """A "- " list straight under a line of text gets the blank line reST needs."""
     i = 1
     while i < len(lines):
-        if lines[i].lstrip().startswith("- ") and lines[i - 1].strip() and not lines[
-            i - 1
-        ].lstrip().startswith("- ") and len(lines[i - 1]) - len(lines[i - 1].lstrip()) < len(
-            lines[i]
-        ) - len(lines[i].lstrip()):
+        above, line = lines[i - 1], lines[i]
+        if line.lstrip().startswith("- ") and above.strip() and \
+                not above.lstrip().startswith("- ") and _indent(above) < _indent(line):
             lines.insert(i, "")
         i += 1
+
+
+def _named_returns(lines):
+    """A Returns block of `name: text` items (the layer returns up to three values,
+    named like Keras's) as a list; napoleon would read one value typed by the first name."""
     block = _section(lines, "Returns")
     if not block:
         return
     body = lines[block[0] : block[1]]
-    items = [line for line in body if re.match(r" {4}\S", line)]
+    items = [line for line in body if _indent(line) == 4]
     if len(items) < 2 or not all(re.match(r" {4}[a-z_]+: ", line) for line in items):
         return
     converted = []
     for line in body:
         match = re.match(r" {4}([a-z_]+): (.*)", line)
-        # "name – text" (no colon: napoleon would read one as a type), the
-        # continuation lines aligned with the item's text.
+        # "name – text" (a colon would read as a type), continuations under the text
         converted.append(f"    - **{match[1]}** – {match[2]}" if match else line[2:])
     lines[block[0] : block[1]] = converted
+
+
+def _keras_docstring(app, what, name, obj, options, lines):
+    """Keras's docstring layout, read as it is written (before napoleon sees it)."""
+    _join_wrapped_names(lines)
+    _open_lists(lines)
+    _named_returns(lines)
 
 
 def _init_signature(app, what, name, obj, options, signature, return_annotation):

@@ -23,6 +23,7 @@ from pygqa.kernels.paths import CPU, Device, choose_path
 BACKEND = keras.backend.backend()
 HOPPER, AMPERE, VOLTA = Device("gpu", (9, 0)), Device("gpu", (8, 0)), Device("gpu", (7, 0))
 TF_GPU = Device("gpu", None)
+AMX_CPU = Device("cpu", None, bfloat16_products=True)
 
 # Half-precision tolerances, relative to the largest magnitude of the float32 /
 # float64 result. Inputs are rounded to the half type (bfloat16 keeps 8 bits, ~4e-3
@@ -73,6 +74,16 @@ DECISIONS = [
      "torch_sdpa", True),
     ("torch-cpu-bf16-mask", "torch", CPU, "bfloat16", 128, 64, 64, True, True, {},
      "torch_sdpa", True),
+    # A CPU with native bfloat16 products (AMX, AVX512_BF16) keeps bfloat16 for SDPA;
+    # float16 and CPUs without them upcast.
+    ("torch-amx-bf16", "torch", AMX_CPU, "bfloat16", 64, 64, 64, True, True, {},
+     "torch_sdpa", False),
+    ("torch-amx-fp16", "torch", AMX_CPU, "float16", 64, 64, 64, False, False, {},
+     "torch_sdpa", True),
+    ("torch-amx-fp32", "torch", AMX_CPU, "float32", 64, 64, 64, False, False, {},
+     "torch_sdpa", True),
+    ("torch-amx-bf16-scores", "torch", AMX_CPU, "bfloat16", 64, 64, 64, False, False,
+     {"scores": True}, "explicit", True),
     ("torch-gpu-bf16", "torch", HOPPER, "bfloat16", 128, 64, 64, False, False, {},
      "torch_sdpa", False),
     ("torch-gpu-bf16-hd96", "torch", HOPPER, "bfloat16", 96, 64, 64, False, False, {},
@@ -162,7 +173,10 @@ def test_every_branch_gives_its_own_reason():
 
 
 def test_this_machine_is_a_cpu_and_keeps_its_paths():
-    assert kernels.current_device(BACKEND) == CPU
+    device = kernels.current_device(BACKEND)
+    assert (device.kind, device.capability) == ("cpu", None)
+    # Only torch's SDPA takes bfloat16 products; the others never ask.
+    assert device.bfloat16_products == (BACKEND == "torch" and paths.cpu_multiplies_bfloat16())
     expected = {"jax": "jax_blockwise", "torch": "torch_sdpa", "tensorflow": "tf_blockwise"}
     for dtype in ("float32", "bfloat16"):
         path = choose_path(BACKEND, CPU, dtype, head_dim=64, target_length=64,
@@ -402,3 +416,13 @@ def test_flash_attention_steers_the_choice_on_a_simulated_gpu(simulated_gpu):
     simulated_gpu.clear()
     explicit(x)
     assert simulated_gpu == []  # the explicit path calls no kernel
+
+
+def test_bfloat16_products_are_read_from_the_cpu_flags(tmp_path):
+    for flags, expected in [("fpu avx2 avx512f amx_tile amx_bf16", True),
+                            ("fpu avx2 avx512f avx512_bf16", True),
+                            ("fpu avx2 fma avx512f avx512bw", False)]:
+        cpuinfo = tmp_path / f"cpuinfo-{expected}-{len(flags)}"
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n")
+        assert paths.cpu_multiplies_bfloat16.__wrapped__(str(cpuinfo)) is expected, flags
+    assert paths.cpu_multiplies_bfloat16.__wrapped__(str(tmp_path / "missing")) is False

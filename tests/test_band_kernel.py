@@ -62,21 +62,17 @@ def _inputs(rng, target, source, layout="gqa", batch=2, head_dim=4):
 
 @pytest.fixture(params=["blocks", "one-block"])
 def plan(request, monkeypatch):
-    """Force 16-row blocks (several blocks, several steps) or one block for the whole query."""
+    """Force 16-row blocks (several blocks, several steps) or one block for the whole query.
+
+    Every band kernel takes its rows per block from band_blocks.rows_for (torch's
+    per-block SDPA calls too), so the two bounds set them all.
+    """
     if request.param == "blocks":
         monkeypatch.setattr(band_blocks, "MIN_ROWS", 16)
         monkeypatch.setattr(band_blocks, "MAX_ROWS", 16)
         monkeypatch.setattr(band_blocks, "STEP_ELEMENTS", 1)  # one block per loop step
-        if BACKEND == "torch":
-            from pygqa.kernels import band_torch
-
-            monkeypatch.setattr(band_torch, "ROWS", 16)
     else:
         monkeypatch.setattr(band_blocks, "MIN_ROWS", 64)
-        if BACKEND == "torch":
-            from pygqa.kernels import band_torch
-
-            monkeypatch.setattr(band_torch, "ROWS", 64)
     return request.param
 
 
@@ -215,42 +211,54 @@ def test_gradients_equal_autodiff(plan, case, rng):
     _close_grads(got, expected)
 
 
-# Compiled with jax.jit / tf.function: defined on those backends only (torch
-# has no such compile step here), rather than skipped on torch.
-if BACKEND in ("jax", "tensorflow"):
+# Compiled as each backend compiles: jax.jit, tf.function, torch.compile (which
+# users reach through `compile(jit_compile=True)`).
+def test_compiled_forward_and_gradients(plan, rng):
+    target, source = LENGTHS["t=s"]
+    query, key, value = _inputs(rng, target, source)
+    mask = rng.random((2, target, source)) < 0.7
+    mask[1, 0] = False
+    window, causal = 7, True
+    expected = reference(query, key, value, window, mask, causal)
+    expected_grads = vjp(_explicit(window, mask, causal, target, source), (query, key, value),
+                         np.ones_like(query))
+    if BACKEND == "jax":
+        import jax
 
-    def test_compiled_forward_and_gradients(plan, rng):
-        target, source = LENGTHS["t=s"]
-        query, key, value = _inputs(rng, target, source)
-        mask = rng.random((2, target, source)) < 0.7
-        mask[1, 0] = False
-        window, causal = 7, True
-        expected = reference(query, key, value, window, mask, causal)
-        expected_grads = vjp(_explicit(window, mask, causal, target, source), (query, key, value),
-                             np.ones_like(query))
-        if BACKEND == "jax":
-            import jax
+        def loss(q, k, v, mask):
+            out = band.attention(q, k, v, window=window, mask=mask, causal=causal)
+            return out.sum(), out
 
-            def loss(q, k, v, mask):
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
+            query, key, value, mask)
+    elif BACKEND == "torch":
+        import torch
+
+        @torch.compile
+        def attend(q, k, v, mask):
+            return band.attention(q, k, v, window=window, mask=mask, causal=causal)
+
+        tensors = [torch.tensor(x, requires_grad=True) for x in (query, key, value)]
+        out = attend(*tensors, torch.tensor(mask))
+        grads = torch.autograd.grad(out.sum(), tensors)
+        eager = band.attention(*tensors, window=window, mask=torch.tensor(mask),
+                               causal=causal)
+        assert torch.equal(out, eager)  # the same blocks, the same SDPA calls
+        out = out.detach()
+    else:
+        import tensorflow as tf
+
+        # A batch unknown while tracing: the plan counts it as 1.
+        spec = [tf.TensorSpec((None,) + x.shape[1:], x.dtype) for x in (query, key, value)]
+
+        @tf.function(input_signature=[*spec, tf.TensorSpec((None, target, source), tf.bool)])
+        def loss(q, k, v, mask):
+            with tf.GradientTape() as tape:
+                tape.watch([q, k, v])
                 out = band.attention(q, k, v, window=window, mask=mask, causal=causal)
-                return out.sum(), out
+                total = tf.reduce_sum(out)
+            return out, tape.gradient(total, [q, k, v])
 
-            (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
-                query, key, value, mask)
-        else:
-            import tensorflow as tf
-
-            # A batch unknown while tracing: the plan counts it as 1.
-            spec = [tf.TensorSpec((None,) + x.shape[1:], x.dtype) for x in (query, key, value)]
-
-            @tf.function(input_signature=[*spec, tf.TensorSpec((None, target, source), tf.bool)])
-            def loss(q, k, v, mask):
-                with tf.GradientTape() as tape:
-                    tape.watch([q, k, v])
-                    out = band.attention(q, k, v, window=window, mask=mask, causal=causal)
-                    total = tf.reduce_sum(out)
-                return out, tape.gradient(total, [q, k, v])
-
-            out, grads = loss(query, key, value, mask)
-        np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=0)
-        _close_grads([to_numpy(g) for g in grads], expected_grads)
+        out, grads = loss(query, key, value, mask)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=0)
+    _close_grads([to_numpy(g) for g in grads], expected_grads)

@@ -94,6 +94,34 @@ def plan_band(batch, target, source, num_query_heads, window, causal, rows=None)
                 target, source, window, causal)
 
 
+def block_chunks(target, source, window, causal, rows=None):
+    """Each query block's key chunks, with no padding: the plan of band_torch.py.
+
+    Query rows and key positions both in chunks of R = `rows` (default
+    `rows_for(window)`, at most T). Returns R and, per block, (start, end,
+    first, last): rows start .. end - 1 meet key chunks first .. last, the
+    chunks that exist among the c = ceil((window - 1) / R) before the block
+    (and after it, when not causal); first > last where none exists.
+    """
+    rows = min(rows or rows_for(window), target)
+    reach = math.ceil((window - 1) / rows)
+    chunks = math.ceil(source / rows)
+    blocks = []
+    for n in range(math.ceil(target / rows)):
+        last = min(chunks - 1, n if causal else n + reach)
+        blocks.append((n * rows, min(target, (n + 1) * rows), max(0, n - reach), last))
+    return rows, blocks
+
+
+def band_share(target, source, window, causal):
+    """The share of the (T, S) logits that `block_chunks`' blocks compute, in (0, 1]:
+    what the band saves against one call over the whole square."""
+    rows, blocks = block_chunks(target, source, window, causal)
+    logits = sum((end - start) * (min(source, (last + 1) * rows) - first * rows)
+                 for start, end, first, last in blocks if first <= last)
+    return logits / (target * source)
+
+
 def width(plan):
     """W, keys in one block's window."""
     return (plan.left + 1 + plan.right) * plan.rows

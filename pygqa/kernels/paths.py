@@ -14,8 +14,10 @@ Paths:
   scores, dropout, the soft cap, `flash_attention=False`).
 - `jax_blockwise`, `tf_blockwise`: pygqa's blockwise kernel (blockwise.py).
 - `jax_band`, `tf_band`: a sliding window computed as a band (band_jax.py,
-  band_tf.py over band_blocks.py), linear in the length. Every other path
-  takes the window as one more mask.
+  band_tf.py over band_blocks.py), linear in the length.
+- `torch_band`: a sliding window as one SDPA call per block of query rows
+  (band_torch.py), where the blocks skip enough of the square to pay for
+  their calls. Every other path takes the window as one more mask.
 - `jax_cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`.
 - `torch_sdpa`: `scaled_dot_product_attention(enable_gqa=True)`, torch picks
   the backend (on a GPU: FlashAttention).
@@ -32,6 +34,8 @@ import dataclasses
 import functools
 import importlib
 
+from pygqa.kernels import band_blocks
+
 # kind: "cpu" or "gpu"; capability: (major, minor) of a CUDA GPU, else None;
 # bfloat16_products: a CPU that multiplies bfloat16 matrices natively (AMX or
 # AVX512_BF16), read from the CPU's flags, never assumed.
@@ -41,13 +45,25 @@ CPU = Device("cpu", None)
 
 HALF_DTYPES = ("float16", "bfloat16")
 EXPLICIT = "explicit"
-BAND_PATHS = ("jax_band", "tf_band")
+BAND_PATHS = ("jax_band", "tf_band", "torch_band")
+
+# torch on CPU takes a sliding window as a band (one SDPA call per block of
+# query rows) from this many query rows on, where the blocks compute at most
+# this share of the (T, S) logits (band_blocks.band_share). Measured against
+# one SDPA call with the window as a mask (Intel Xeon with AMX, 2 cores,
+# float32, 8 query / 2 key-value heads, head_dim 64, fwd and fwd+bwd): from
+# 512 rows, shares <= 0.62 ran 0.2-0.96x its time, 0.81 ran 1.03-1.16x at
+# 512-1024 rows; below 512 rows the per-block calls cost as much as they save
+# (0.57-1.4x at 64-256 rows, slower with a mask).
+TORCH_BAND_MIN_ROWS = 512
+TORCH_BAND_MAX_SHARE = 2 / 3
 
 _KERNEL_MODULES = {
     "jax_blockwise": "pygqa.kernels.jax_blockwise",
     "tf_blockwise": "pygqa.kernels.tf_blockwise",
     "jax_band": "pygqa.kernels.band_jax",
     "tf_band": "pygqa.kernels.band_tf",
+    "torch_band": "pygqa.kernels.band_torch",
     "jax_cudnn": "pygqa.kernels.jax_cudnn",
     "torch_sdpa": "pygqa.kernels.torch_sdpa",
     "torch_sdpa_cudnn": "pygqa.kernels.torch_sdpa",
@@ -131,7 +147,7 @@ def choose_path(
     masked = masked or window is not None  # off the band paths the window is one more mask
     if backend == "torch":
         return _torch_path(device, half, head_dim, target_length, source_length, masked, causal,
-                           dtype)
+                           dtype, window)
     if backend not in ("jax", "tensorflow"):
         return Path(EXPLICIT, True, f"pygqa has no fused kernel for the {backend} backend")
     if target_length is None or source_length is None:
@@ -197,8 +213,22 @@ def _needs_dense_mask(masked, causal, target_length, source_length):
 
 
 def _torch_path(device, half, head_dim, target_length, source_length, masked, causal,
-                dtype="float32"):
-    if device.kind != "gpu" and dtype == "bfloat16" and device.bfloat16_products:
+                dtype="float32", window=None):
+    native_bfloat16 = dtype == "bfloat16" and device.bfloat16_products
+    if device.kind != "gpu" and window is not None:
+        if _torch_band_pays(target_length, source_length, window, causal):
+            return Path("torch_band", not native_bfloat16, (
+                "a sliding window runs as one SDPA call per block of query rows over the keys "
+                "its window reaches, so work and memory grow linearly with the length: "
+                f"from {TORCH_BAND_MIN_ROWS} query rows, where the blocks compute at most "
+                f"{TORCH_BAND_MAX_SHARE:.2f} of the square, measured faster than one call "
+                "with the window as a mask"))
+        if not native_bfloat16:
+            return Path("torch_sdpa", True, (
+                "one SDPA call with the window as a mask: the query is short or the window "
+                "covers most of the square, where one SDPA call per block of query rows was "
+                "measured no faster"))
+    if device.kind != "gpu" and native_bfloat16:
         return Path("torch_sdpa", False, (
             "SDPA's CPU kernel takes bfloat16 with float32 accumulation, and this CPU "
             "multiplies bfloat16 natively: 2.7x float32's speed forward and 1.7x "
@@ -222,6 +252,16 @@ def _torch_path(device, half, head_dim, target_length, source_length, masked, ca
         "mask; cuDNN: half precision, head_dim <= 128; memory-efficient: no grouped key/value "
         "in torch 2.13), so key/value are repeated and the memory-efficient kernel runs "
         "instead of the math backend"))
+
+
+def _torch_band_pays(target_length, source_length, window, causal):
+    """Whether band_torch's blocks beat one masked SDPA call (see TORCH_BAND_MAX_SHARE)."""
+    if not (isinstance(target_length, int) and isinstance(source_length, int)):
+        return False  # not known while tracing: nothing to plan the blocks with
+    if target_length < TORCH_BAND_MIN_ROWS:
+        return False
+    share = band_blocks.band_share(target_length, source_length, window, causal)
+    return share <= TORCH_BAND_MAX_SHARE
 
 
 def kernel(path):

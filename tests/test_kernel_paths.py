@@ -83,6 +83,14 @@ DECISIONS = [
     ("torch-amx-fp32", "torch", AMX_CPU, "float32", 64, 64, 64, False, False, {},
      "torch_sdpa", True),
     ("torch-amx-bf16-scores", "torch", AMX_CPU, "bfloat16", 64, 64, 64, False, False,
+     {"scores": True}, "explicit", False),
+    ("torch-amx-fp16-scores", "torch", AMX_CPU, "float16", 64, 64, 64, False, False,
+     {"scores": True}, "explicit", True),
+    ("tf-amx-bf16-dropout", "tensorflow", AMX_CPU, "bfloat16", 64, 64, 64, True, False,
+     {"dropout": True}, "explicit", False),
+    ("tf-amx-bf16", "tensorflow", AMX_CPU, "bfloat16", 64, 64, 64, True, False, {},
+     "tf_blockwise", True),
+    ("torch-gpu-bf16-scores-upcast", "torch", HOPPER, "bfloat16", 64, 64, 64, False, False,
      {"scores": True}, "explicit", True),
     ("torch-gpu-bf16", "torch", HOPPER, "bfloat16", 128, 64, 64, False, False, {},
      "torch_sdpa", False),
@@ -169,14 +177,19 @@ def test_every_branch_gives_its_own_reason():
     # CPU, and on a GPU why cuDNN refused: dtype, GPU, head_dim (two limits), odd lengths.
     assert len(reasons["jax_blockwise"]) == 6
     assert len(reasons["jax_band"]) == 3  # CPU; on a GPU: dtype, odd lengths
-    assert len(reasons["explicit"]) == 5
+    # Four options that ask for it, the unknown length, and two of them kept in
+    # bfloat16 products on a CPU that multiplies bfloat16 natively.
+    assert len(reasons["explicit"]) == 7
 
 
 def test_this_machine_is_a_cpu_and_keeps_its_paths():
     device = kernels.current_device(BACKEND)
     assert (device.kind, device.capability) == ("cpu", None)
-    # Only torch's SDPA takes bfloat16 products; the others never ask.
-    assert device.bfloat16_products == (BACKEND == "torch" and paths.cpu_multiplies_bfloat16())
+    # torch, and TensorFlow with oneDNN, multiply bfloat16 on the CPU's units; XLA:CPU
+    # converts it (slower than float32), so jax never asks.
+    native = {"torch": True, "jax": False,
+              "tensorflow": BACKEND == "tensorflow" and paths._tensorflow_uses_onednn()}
+    assert device.bfloat16_products == (native[BACKEND] and paths.cpu_multiplies_bfloat16())
     expected = {"jax": "jax_blockwise", "torch": "torch_sdpa", "tensorflow": "tf_blockwise"}
     for dtype in ("float32", "bfloat16"):
         path = choose_path(BACKEND, CPU, dtype, head_dim=64, target_length=64,
@@ -303,9 +316,9 @@ def _compiled(function, dtype="float32"):
                          ids=["-".join(c) for c in FORCED_CASES])
 def test_forced_path_matches_the_reference(name, dtype, case):
     if name == "none":
-        # TensorFlow's only fused path is the blockwise kernel, fed float32
-        # (tested in test_gradients.py): no choice hands it half precision.
-        assert all(c[-1] for c in DECISIONS if c[1] == "tensorflow")
+        # TensorFlow's fused paths (blockwise, band) are fed float32 (tested in
+        # test_gradients.py): no choice hands them half precision.
+        assert all(c[-1] for c in DECISIONS if c[1] == "tensorflow" and c[-2] != "explicit")
         return
     target, source, masked, causal = CASES[case]
     query, key, value, mask = _problem(target, source, masked)

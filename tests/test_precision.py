@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from keras import ops
 from helpers import inputs, to_numpy
 
 import pygqa
@@ -46,3 +47,34 @@ def test_logits_of_magnitude_1e4_stay_finite(dtype, scores, rng):
     if scores:
         probs = to_numpy(result[1]).astype("float32")
         np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-2)
+
+
+@pytest.mark.parametrize("options", [{"return_attention_scores": True}, {"flash_attention": False}],
+                         ids=["scores", "explicit"])
+def test_the_explicit_path_in_bfloat16_products_is_as_accurate_as_keras(monkeypatch, options):
+    """Where the CPU multiplies bfloat16 natively, the explicit path keeps its products in
+    bfloat16 (softmax in float32): its error against float64 may not exceed Keras's
+    (same policy, same weights) by more than a quarter. Forced here on any CPU."""
+    from pygqa import kernels
+    from pygqa.bench import impls, reference
+
+    layers = impls.build_layers(["pygqa", "keras_gqa"], policy="mixed_bfloat16")
+    layers["pygqa"].flash_attention = options.get("flash_attention")
+    kwargs = {k: v for k, v in options.items() if k == "return_attention_scores"}
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 64, impls.D_MODEL)).astype("float32")
+    expected = reference.gqa_forward(impls.gqa_weights(), x, causal=True)
+
+    def output(layer):
+        out = layer(x, x, use_causal_mask=True, **kwargs)
+        out = out[0] if kwargs else out
+        return np.asarray(to_numpy(ops.cast(out, "float32")), np.float64)
+
+    upcast = output(layers["pygqa"])  # whatever this machine's device says
+    monkeypatch.setattr(kernels, "current_device",
+                        lambda backend, tensor=None: kernels.Device("cpu", None, True))
+    ours, theirs = output(layers["pygqa"]), output(layers["keras_gqa"])
+    errors = {name: np.abs(got - expected).max() / np.abs(expected).max()
+              for name, got in (("pygqa", ours), ("keras_gqa", theirs), ("upcast", upcast))}
+    assert 1e-4 < errors["pygqa"] <= 1.25 * errors["keras_gqa"], errors
+    assert errors["upcast"] <= 1.25 * errors["keras_gqa"], errors

@@ -57,17 +57,21 @@ def probabilities(query, key, mask, scale=None, soft_cap=None):
     """
     batch, target, num_heads, head_dim = ops.shape(query)
     num_kv_heads = ops.shape(key)[2]
-    if scale is None:
-        query = query * ops.cast(1.0 / ops.sqrt(float(head_dim)), query.dtype)
-    else:
-        query = query * ops.cast(scale, query.dtype)
+    factor = 1.0 / ops.sqrt(float(head_dim)) if scale is None else scale
+    if keras.backend.standardize_dtype(query.dtype) == "float32":
+        query = query * ops.cast(factor, query.dtype)
+    else:  # half inputs (a CPU with half-precision units): one rounding, not two
+        query = ops.cast(ops.cast(query, "float32") * factor, query.dtype)
     query = ops.transpose(query, (0, 2, 1, 3))  # (b, u, t, h), u = (k, g)
     query = ops.reshape(query, (batch, num_kv_heads, -1, head_dim))  # (b, k, g*t, h)
     logits = ops.einsum("bkqh,bksh->bkqs", query, ops.transpose(key, (0, 2, 1, 3)))
+    # Half-precision logits stay so (the products accumulate in float32, and so do
+    # the backends' softmax kernels); the mask value is finite in bfloat16.
     logits = ops.reshape(logits, (batch, num_heads, target, -1))  # (b, u, t, s)
     if soft_cap is not None:
-        logits = ops.tanh(logits / ops.cast(soft_cap, logits.dtype)) * ops.cast(
-            soft_cap, logits.dtype)
+        capped = ops.cast(logits, "float32")  # tanh in float32 also for half logits
+        capped = ops.tanh(capped / ops.cast(soft_cap, "float32")) * ops.cast(soft_cap, "float32")
+        logits = ops.cast(capped, logits.dtype)
     if mask is None:
         return softmax(logits)
     keep = ops.expand_dims(mask, 1)  # (b, 1, t, s)

@@ -50,11 +50,15 @@ BAND_PATHS = ("jax_band", "tf_band", "torch_band")
 # torch on CPU takes a sliding window as a band (one SDPA call per block of
 # query rows) from this many query rows on, where the blocks compute at most
 # this share of the (T, S) logits (band_blocks.band_share). Measured against
-# one SDPA call with the window as a mask (Intel Xeon with AMX, 2 cores,
-# float32, 8 query / 2 key-value heads, head_dim 64, fwd and fwd+bwd): from
-# 512 rows, shares <= 0.62 ran 0.2-0.96x its time, 0.81 ran 1.03-1.16x at
-# 512-1024 rows; below 512 rows the per-block calls cost as much as they save
-# (0.57-1.4x at 64-256 rows, slower with a mask).
+# one SDPA call with the window as a mask, kernels alone (Intel Xeon with
+# AMX, 2 cores, float32, batch 1, 8 query / 2 key-value heads, head_dim 64,
+# windows 8-2048, causal and two-sided, with and without a mask, fwd and
+# fwd+bwd, median of 9 paired rounds): from 512 rows, shares up to 0.62 ran
+# 0.18-0.96x its time (one exception: 512 rows, a two-sided window and a
+# mask, share 0.48, 1.04x fwd+bwd and 1.2x fwd); shares of 0.78-0.81 ran
+# 1.03-1.16x at 512-1024 rows (0.85-0.96x from 2048); below 512 rows the
+# per-block calls cost about what they save (0.57-1.6x at 64-256 rows,
+# slower with a mask).
 TORCH_BAND_MIN_ROWS = 512
 TORCH_BAND_MAX_SHARE = 2 / 3
 
@@ -136,14 +140,17 @@ def choose_path(
         A `Path`.
     """
     half = dtype in HALF_DTYPES
+    explicit_reason = None
     if flash_attention is False:
-        return Path(EXPLICIT, True, "flash_attention=False asks for the explicit path")
-    if scores:
-        return Path(EXPLICIT, True, "only the explicit path forms the probabilities it returns")
-    if dropout:
-        return Path(EXPLICIT, True, "dropout acts on probabilities that fused kernels never form")
-    if soft_cap:
-        return Path(EXPLICIT, True, "only the explicit path caps the logits (logit_soft_cap)")
+        explicit_reason = "flash_attention=False asks for the explicit path"
+    elif scores:
+        explicit_reason = "only the explicit path forms the probabilities it returns"
+    elif dropout:
+        explicit_reason = "dropout acts on probabilities that fused kernels never form"
+    elif soft_cap:
+        explicit_reason = "only the explicit path caps the logits (logit_soft_cap)"
+    if explicit_reason is not None:
+        return _explicit_path(device, dtype, explicit_reason)
     masked = masked or window is not None  # off the band paths the window is one more mask
     if backend == "torch":
         return _torch_path(device, half, head_dim, target_length, source_length, masked, causal,
@@ -210,6 +217,17 @@ def _needs_dense_mask(masked, causal, target_length, source_length):
     agrees (FlashAttention 2 aligns it bottom-right, and torch's flash
     backend refuses it for T != S)."""
     return masked or (causal and target_length != source_length)
+
+
+def _explicit_path(device, dtype, reason):
+    if dtype == "bfloat16" and device.kind == "cpu" and device.bfloat16_products:
+        # As Keras computes it: bfloat16 products accumulated in float32, the softmax
+        # kernels' float32 sums; upcast, the same call ran 2.3-2.9x slower than Keras's.
+        return Path(EXPLICIT, False, reason + (
+            "; in bfloat16, which this CPU multiplies natively: with scores at 1x2048 under "
+            "mixed_bfloat16 (AMX) Keras's time against pygqa's went from 0.35x to 1.02x on "
+            "torch and from 0.43x to 1.03x on TensorFlow, with the same error against float64"))
+    return Path(EXPLICIT, True, reason)
 
 
 def _torch_path(device, half, head_dim, target_length, source_length, masked, causal,
@@ -307,5 +325,16 @@ def current_device(backend, tensor=None):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return Device("gpu", None) if tf.config.list_logical_devices("GPU") else CPU
+        if tf.config.list_logical_devices("GPU"):
+            return Device("gpu", None)
+        # Eigen multiplies bfloat16 by converting it; oneDNN uses the CPU's units.
+        return Device("cpu", None, cpu_multiplies_bfloat16() and _tensorflow_uses_onednn())
     return CPU
+
+
+def _tensorflow_uses_onednn():
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())

@@ -43,6 +43,7 @@ def block_layout(request, monkeypatch):
         from pygqa.kernels import tf_blockwise
 
         monkeypatch.setattr(tf_blockwise, "KEY_MAJOR_MIN_KEYS", 1)
+        monkeypatch.setattr(tf_blockwise, "uses_onednn", lambda: False)  # Eigen's layout
         monkeypatch.setattr(tf_blockwise, "_BLOCK_ELEMENTS", 1)
     return request.param
 
@@ -181,9 +182,12 @@ def test_blockwise_kernel_over_several_blocks_equals_autodiff(masks, kept, layou
         _close([to_numpy(g) for g in grads], expected_grads)
 
 
-def test_tensorflow_takes_key_major_products_from_2048_keys():
+def test_tensorflow_takes_key_major_products_from_2048_keys_with_eigen(monkeypatch):
     from pygqa.kernels import blockwise, tf_blockwise
 
+    monkeypatch.setattr(tf_blockwise, "uses_onednn", lambda: True)
+    assert tf_blockwise.choose_products(8192, 4) == (blockwise.QUERY_MAJOR, None)
+    monkeypatch.setattr(tf_blockwise, "uses_onednn", lambda: False)
     assert tf_blockwise.choose_products(2048, 4) == (tf_blockwise.KEY_MAJOR, 64)
     assert tf_blockwise.choose_products(8192, 1) == (tf_blockwise.KEY_MAJOR, 256)
     assert tf_blockwise.choose_products(2047, 4) == (blockwise.QUERY_MAJOR, None)

@@ -187,8 +187,12 @@ def test_this_machine_is_a_cpu_and_keeps_its_paths():
     assert (device.kind, device.capability) == ("cpu", None)
     # torch, and TensorFlow with oneDNN, multiply bfloat16 on the CPU's units; XLA:CPU
     # converts it (slower than float32), so jax never asks.
-    native = {"torch": True, "jax": False,
-              "tensorflow": BACKEND == "tensorflow" and paths._tensorflow_uses_onednn()}
+    onednn = False
+    if BACKEND == "tensorflow":
+        from pygqa.kernels import tf_blockwise
+
+        onednn = tf_blockwise.uses_onednn()
+    native = {"torch": True, "jax": False, "tensorflow": onednn}
     assert device.bfloat16_products == (native[BACKEND] and paths.cpu_multiplies_bfloat16())
     expected = {"jax": "jax_blockwise", "torch": "torch_sdpa", "tensorflow": "tf_blockwise"}
     for dtype in ("float32", "bfloat16"):

@@ -345,5 +345,6 @@ if BACKEND == "tensorflow":  # the key-major products are TensorFlow's
         from pygqa.kernels import tf_blockwise
 
         monkeypatch.setattr(tf_blockwise, "KEY_MAJOR_MIN_KEYS", 1)
+        monkeypatch.setattr(tf_blockwise, "uses_onednn", lambda: False)  # Eigen's layout
         monkeypatch.setattr(tf_blockwise, "_BLOCK_ELEMENTS", 1)
         test_compiled_fit_predict_evaluate_equal_eager_and_keras(case, mode)

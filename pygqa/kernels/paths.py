@@ -328,13 +328,7 @@ def current_device(backend, tensor=None):
         if tf.config.list_logical_devices("GPU"):
             return Device("gpu", None)
         # Eigen multiplies bfloat16 by converting it; oneDNN uses the CPU's units.
-        return Device("cpu", None, cpu_multiplies_bfloat16() and _tensorflow_uses_onednn())
+        from pygqa.kernels.tf_blockwise import uses_onednn
+
+        return Device("cpu", None, cpu_multiplies_bfloat16() and uses_onednn())
     return CPU
-
-
-def _tensorflow_uses_onednn():
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
-        return False
-    return bool(_pywrap_util_port.IsMklEnabled())

@@ -1,5 +1,6 @@
-"""Decoding with a key/value cache (`python -m benchmarks.decode [--lengths ...]`): grouped (8 query / 2 key-value heads) against
-multi-head (8 / 8) attention, the same pygqa layer with a different head count.
+"""Decoding with a key/value cache (`python -m benchmarks.decode [--lengths ...]`):
+grouped (8 query / 2 key-value heads) against multi-head (8 / 8) attention, the same
+pygqa layer with a different head count.
 
 One decode step is one new position per sequence attending over a cache of
 `length` positions (its last slot is written by the step). Steps run the way

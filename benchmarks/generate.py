@@ -199,7 +199,8 @@ def main(argv=None):
             records = json.load(f)
     # One table per backend and CPU: another machine's rows stay beside this one's.
     cpu = record["machine"].get("cpu", {})
-    records[f"{record['backend']} on {cpu.get('model')} ({' '.join(cpu.get('extensions') or [])})"] = record
+    extensions = " ".join(cpu.get("extensions") or [])
+    records[f"{record['backend']} on {cpu.get('model')} ({extensions})"] = record
     os.makedirs(args.out, exist_ok=True)
     with open(path, "w") as f:
         json.dump(records, f, indent=1)

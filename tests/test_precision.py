@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 from helpers import inputs, to_numpy
+from keras import ops
 
 import pygqa
 

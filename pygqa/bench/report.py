@@ -303,7 +303,8 @@ def plot(rows, meta, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"pygqa vs Keras, {meta['backend']} backend, {meta.get('policy', 'float32')}, {meta.get('date')}\n"
+        f"pygqa vs Keras, {meta['backend']} backend, {meta.get('policy', 'float32')}, "
+        f"{meta.get('date')}\n"
         f"{caption(meta.get('machine'))}",
         fontsize=9,
     )

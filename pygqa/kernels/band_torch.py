@@ -99,20 +99,3 @@ def _masked_band(mask, start, end, low, high, window, causal, dtype):
     has_key = keep.any(-1, keepdim=True)  # (b, r, 1)
     return _as_bias(keep | ~has_key, dtype), has_key[:, None].to(dtype)
 
-
-def attention_one_call(query, key, value, *, window, mask=None, causal=False):
-    """The same function as one SDPA call with the full (T, S) band mask (quadratic)."""
-    target, source = query.shape[1], key.shape[1]
-    rows, cols = np.arange(target)[:, None], np.arange(source)[None, :]
-    keep = np.abs(rows - cols) < window
-    if causal:
-        keep &= cols <= rows
-    keep = torch.from_numpy(keep).to(query.device)[None]  # (1, t, s)
-    if mask is not None:
-        keep = keep & mask.to(torch.bool)
-    has_key = keep.any(-1)  # (b or 1, t)
-    keep = keep | ~has_key[..., None]
-    q, k, v = (x.transpose(1, 2) for x in (query, key, value))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None],
-                                         enable_gqa=q.shape[1] != k.shape[1])
-    return out.transpose(1, 2) * has_key[:, :, None, None].to(out.dtype)

@@ -201,3 +201,21 @@ def test_torch_routes_by_length_and_share():
         share = band_blocks.band_share(target, target, window, causal)
         assert (share <= paths.TORCH_BAND_MAX_SHARE) == (
             name(target, target, window, causal) == "torch_band")
+
+
+def test_mixed_bfloat16_on_the_band_path(ran, rng):
+    """Under mixed_bfloat16 the band runs in float32, or in bfloat16 on torch where
+    the CPU multiplies it natively (paths.py); either way within bfloat16's rounding
+    of the float64 reference (inputs, weights and output rounded to 8 bits): 8e-3 of
+    the output's scale measured on torch (bfloat16 band) and JAX (float32 band)."""
+    target, source, window, causal = CASES["causal"]
+    q, v = _inputs(rng, target, source)
+    ours, _, _, weights = _layers(rng, q, v, window)
+    half = pygqa.GroupQueryAttention(4, 8, 2, sliding_window=window, dtype="mixed_bfloat16")
+    half(q[:, :8], v[:, :8])
+    half.set_weights(weights)
+    ran.clear()
+    got = to_numpy(keras.ops.cast(half(q, v, use_causal_mask=causal), "float32"))
+    assert ran == [BAND]
+    expected, _ = gqa_reference(weights, q, v, causal=causal, sliding_window=window)
+    np.testing.assert_allclose(got, expected, atol=3e-2 * np.abs(expected).max(), rtol=0)

@@ -15,7 +15,6 @@ one `generate()` call after a compiling call, each in a fresh process.
 """
 
 import argparse
-import ctypes
 import datetime
 import gc
 import json
@@ -118,17 +117,13 @@ def peak_in_subprocess(impl, batch, prompt, new, timeout_s=900):
 
 
 def _worker(spec):
-    from pygqa.bench.memory_worker import _PeakWatcher, _rss
+    from pygqa.bench.memory_worker import peak_of_run
 
     lm = build(spec["impl"])
     step = generate_step(lm, prompts(spec["batch"], spec["prompt"], spec["new"]))
     step.run()  # compiles: the compiler's memory is not the call's
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    baseline = _rss()
-    watcher = _PeakWatcher()
-    step.run()
-    print(json.dumps({"peak_mib": (watcher.peak() - baseline) / MIB}))
+    peak, baseline = peak_of_run(step)
+    print(json.dumps({"peak_mib": (peak - baseline) / MIB}))
 
 
 def markdown(records):

@@ -150,9 +150,8 @@ def peak_in_subprocess(impl, length, window, limit_mib=16 * 1024, timeout_s=900)
 
 def _worker(spec):
     """In the child: build, compile, take the baseline, run once, print the peak."""
-    import ctypes
 
-    from pygqa.bench.memory_worker import _PeakWatcher, _rss
+    from pygqa.bench.memory_worker import peak_of_run
 
     layer = build(spec["impl"], spec["window"])
     kw = {"use_causal_mask": True}
@@ -160,12 +159,8 @@ def _worker(spec):
     step = backends.make_step(layer, backends.make_input(1, spec["length"], D_MODEL),
                               "fwdbwd", kw)
     step.prepare()  # compile / trace: compiler memory is not the call's
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    baseline = _rss()
-    watcher = _PeakWatcher()
-    step.run()
-    print(json.dumps({"peak_mib": (watcher.peak() - baseline) / MIB}))
+    peak, baseline = peak_of_run(step)
+    print(json.dumps({"peak_mib": (peak - baseline) / MIB}))
 
 
 def markdown(records):

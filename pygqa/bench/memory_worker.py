@@ -51,6 +51,20 @@ class _PeakWatcher:
         return max(self._peak, _rss())
 
 
+def peak_of_run(step):
+    """(peak, baseline) RSS bytes of one `step.run()`, the baseline taken after
+    freeing what earlier (compiling) runs left behind."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass  # not glibc: freed memory may stay counted in the baseline
+    baseline = _rss()
+    watcher = _PeakWatcher()
+    step.run()
+    return watcher.peak(), baseline
+
+
 def _worker(spec):
     """Runs in the child: measure one call and print a JSON line."""
     from pygqa.bench import backends, impls
@@ -66,15 +80,7 @@ def _worker(spec):
     step = backends.make_step(layer, x, spec["mode"], shape.call_kwargs)
     step.prepare()
     del small
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass  # not glibc: freed memory may stay counted in the baseline
-    baseline = _rss()
-    watcher = _PeakWatcher()
-    step.run()
-    peak = watcher.peak()
+    peak, baseline = peak_of_run(step)
     print(json.dumps({"peak_mib": (peak - baseline) / MIB, "baseline_mib": baseline / MIB}))
 
 

@@ -1,4 +1,5 @@
-"""The decode benchmark's harness: the steps it times are real decode steps."""
+"""The benchmarks' harnesses: the decode steps they time are real decode steps, the
+window benchmark times the layers users build, and results record the machine."""
 
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 from helpers import to_numpy
 
 import pygqa
-from benchmarks import decode
+from benchmarks import decode, window
 
 
 def test_decode_step_returns_one_finite_position_per_sequence():
@@ -27,6 +28,56 @@ def test_run_decode_reports_both_layouts(tmp_path):
     saved = json.loads((tmp_path / "decode.json").read_text())
     assert saved["rows"] == rows
     assert "| 16 |" in (tmp_path / "decode.md").read_text()
+
+
+def test_every_decode_variant_gets_its_own_table(tmp_path):
+    # A cache shorter than the window could wrap under a tensor index: the layer
+    # refuses it, so the shortest length is the window.
+    length = decode.WINDOW + 8
+    rows = decode.run_decode(lengths=(length,), batch=1, rounds=1, out=str(tmp_path),
+                             variants=tuple(decode.VARIANTS))
+    assert [row["variant"] for row in rows] == list(decode.VARIANTS)
+    assert [row["slots"] for row in rows] == [length, length, length, decode.WINDOW]
+    text = (tmp_path / "decode.md").read_text()
+    assert text.count("\n## ") == len(decode.VARIANTS)
+    assert f"rolling cache of {decode.WINDOW} slots" in text
+
+
+def test_a_rolling_decode_step_matches_the_step_over_a_full_cache():
+    # Position 20 with window 8: the rolling cache's 8 slots hold positions 13-20,
+    # which the full cache holds at slots 13-20; both steps then see the same keys.
+    length, slots = 21, 8
+    full_layer, rolling_layer = (pygqa.GroupQueryAttention(decode.HEAD_DIM, 8, 2, seed=2,
+                                                           sliding_window=slots)
+                                 for _ in range(2))
+    full = decode.decode_step(full_layer, batch=1, length=length)
+    rolling = decode.decode_step(rolling_layer, batch=1, length=length, slots=slots)
+    rolling_layer.set_weights(full_layer.get_weights())
+    held = np.random.default_rng(0).standard_normal((1, 2, length, 2, decode.HEAD_DIM))
+    x = np.random.default_rng(1).standard_normal((1, 1, decode.D_MODEL))
+    positions = np.arange(length - slots, length)
+    rolled = np.zeros((1, 2, slots, 2, decode.HEAD_DIM))
+    rolled[:, :, positions % slots] = held[:, :, positions]
+    index = length - 1
+    expected, _ = full_layer(keras.ops.convert_to_tensor(x, "float32"),
+                             cache=keras.ops.convert_to_tensor(held, "float32"),
+                             cache_update_index=index, use_causal_mask=True)
+    got, _ = rolling_layer(keras.ops.convert_to_tensor(x, "float32"),
+                           cache=keras.ops.convert_to_tensor(rolled, "float32"),
+                           cache_update_index=index, use_causal_mask=True)
+    np.testing.assert_allclose(to_numpy(got), to_numpy(expected), atol=1e-5)
+    assert to_numpy(full.run()).shape == to_numpy(rolling.run()).shape == (1, 1, decode.D_MODEL)
+
+
+def test_the_window_benchmark_times_both_layers_on_the_same_weights():
+    record = window.run([64], 16, rounds=1, modes=("fwd",))
+    (row,) = record["rows"]
+    assert row["mode"] == "fwd" and row["length"] == 64
+    assert row["parity"] < 1e-5  # the same weights, the same window
+    assert row["keras_ms"] > 0 and row["pygqa_ms"] > 0
+    assert row["path"] == window.chosen_path(64, 16)
+    text = window.markdown({record["backend"]: record})
+    assert f"| {record['backend']} | 64 | fwd | {row['path']} |" in text
 
 
 def test_cache_bytes_formula_matches_a_real_cache():

@@ -89,6 +89,10 @@ DECISIONS = [
     ("tf-amx-bf16-dropout", "tensorflow", AMX_CPU, "bfloat16", 64, 64, 64, True, False,
      {"dropout": True}, "explicit", False),
     ("tf-amx-bf16", "tensorflow", AMX_CPU, "bfloat16", 64, 64, 64, True, False, {},
+     "tf_blockwise", False),
+    ("tf-cpu-bf16", "tensorflow", CPU, "bfloat16", 64, 64, 64, True, False, {},
+     "tf_blockwise", True),
+    ("tf-amx-fp16", "tensorflow", AMX_CPU, "float16", 64, 64, 64, True, False, {},
      "tf_blockwise", True),
     ("torch-gpu-bf16-scores-upcast", "torch", HOPPER, "bfloat16", 64, 64, 64, False, False,
      {"scores": True}, "explicit", True),
@@ -237,12 +241,14 @@ def test_a_windowed_layer_runs_the_path_the_choice_names(recorded_paths):
     np.testing.assert_allclose(got, want, atol=2e-6 * np.abs(want).max(), rtol=0)
 
 
-# --- every path of this backend, forced, against the float64 reference -------------
+# --- every path of this backend that takes half precision, forced, against the
+# float64 reference (TensorFlow's blockwise kernel takes bfloat16 where oneDNN
+# multiplies it natively; here on any CPU) -------------------------------------------
 
 FORCED = {
     "jax": ["jax_cudnn"],
     "torch": ["torch_sdpa", "torch_sdpa_cudnn", "torch_sdpa_repeat"],
-    "tensorflow": [],
+    "tensorflow": ["tf_blockwise"],
 }[BACKEND]
 CASES = {  # (T, S, masked, causal)
     "plain": (37, 37, False, False),
@@ -296,7 +302,7 @@ def _explicit(mask, causal, target, source):
 # bfloat16 on every case; float16 on the masked one (it takes the same kernels).
 FORCED_CASES = [
     (name, dtype, case)
-    for name in FORCED or ["none"]
+    for name in FORCED
     for dtype in ("bfloat16", "float16")
     for case in (CASES if dtype == "bfloat16" else ("mask+empty-row",))
 ]
@@ -319,11 +325,6 @@ def _compiled(function, dtype="float32"):
 @pytest.mark.parametrize("name, dtype, case", FORCED_CASES,
                          ids=["-".join(c) for c in FORCED_CASES])
 def test_forced_path_matches_the_reference(name, dtype, case):
-    if name == "none":
-        # TensorFlow's fused paths (blockwise, band) are fed float32 (tested in
-        # test_gradients.py): no choice hands them half precision.
-        assert all(c[-1] for c in DECISIONS if c[1] == "tensorflow" and c[-2] != "explicit")
-        return
     target, source, masked, causal = CASES[case]
     query, key, value, mask = _problem(target, source, masked)
     run = paths.kernel(paths.Path(name, False, "forced"))

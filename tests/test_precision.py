@@ -78,3 +78,56 @@ def test_the_explicit_path_in_bfloat16_products_is_as_accurate_as_keras(monkeypa
               for name, got in (("pygqa", ours), ("keras_gqa", theirs), ("upcast", upcast))}
     assert 1e-4 < errors["pygqa"] <= 1.25 * errors["keras_gqa"], errors
     assert errors["upcast"] <= 1.25 * errors["keras_gqa"], errors
+
+
+def test_the_blockwise_kernel_in_bfloat16_products_is_as_accurate_as_keras(monkeypatch):
+    """Where the CPU multiplies bfloat16 natively, TensorFlow's blockwise kernel keeps its
+    products in bfloat16 (softmax, its backward pass and the gradient sums in float32).
+    The output (against the float64 reference) and the input's gradient (against the
+    float32 layer's, through query, key and value) may not
+    be more than a quarter less accurate than Keras's layer under the same policy. The
+    device is forced here, so the test runs on any CPU; on the other backends it holds
+    their own paths to the same rule."""
+    from gradients import vjp
+
+    from pygqa import kernels
+    from pygqa.bench import impls, reference
+
+    monkeypatch.setattr(kernels, "current_device",
+                        lambda backend, tensor=None: kernels.Device("cpu", None, True))
+    if keras.backend.backend() == "tensorflow":
+        chosen = kernels.choose_path("tensorflow", kernels.current_device("tensorflow"),
+                                     "bfloat16", head_dim=impls.HEAD_DIM, target_length=256,
+                                     source_length=256, masked=False, causal=True)
+        assert (chosen.name, chosen.upcast) == ("tf_blockwise", False)
+    half = impls.build_layers(["pygqa", "keras_gqa"], policy="mixed_bfloat16")
+    exact = impls.build_layers(["pygqa"])["pygqa"]  # float32: the gradients' reference
+    rng = np.random.default_rng(5)
+    # 2 x 256 with 8 query heads: several blocks and causal buckets.
+    x = rng.standard_normal((2, 256, impls.D_MODEL)).astype("float32")
+    expected = reference.gqa_forward(impls.gqa_weights(), x, causal=True)
+
+    def output(layer):
+        out = layer(x, x, use_causal_mask=True)
+        return np.asarray(to_numpy(ops.cast(out, "float32")), np.float64)
+
+    def relative(got, want):
+        # Root-mean-square, not the largest: the largest error of both layers is the
+        # final rounding to bfloat16 of one element, the same in both.
+        return np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2))
+
+    errors = {name: relative(output(layer), expected) for name, layer in half.items()}
+    assert 1e-4 < errors["pygqa"] <= 1.25 * errors["keras_gqa"], errors
+    cotangent = rng.standard_normal(x.shape).astype("float32")
+
+    def input_gradient(layer):
+        def call(x):
+            return ops.cast(layer(x, x, use_causal_mask=True), "float32")
+
+        (gradient,) = vjp(call, (x,), cotangent)
+        return np.asarray(gradient, np.float64)
+
+    exact_gradient = input_gradient(exact)
+    for name, layer in half.items():  # through the query, the key and the value
+        errors[f"{name} gradient"] = relative(input_gradient(layer), exact_gradient)
+    assert 1e-4 < errors["pygqa gradient"] <= 1.25 * errors["keras_gqa gradient"], errors

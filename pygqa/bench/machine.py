@@ -8,6 +8,7 @@ Everything here is read, never guessed: a field that cannot be read is None.
 
 import os
 import platform
+import subprocess
 
 # /proc/cpuinfo flags worth naming, in the order a caption lists them.
 # x86: AVX2/FMA (256-bit), AVX-512 (512-bit), AVX512_BF16 / AVX512_VNNI
@@ -180,3 +181,17 @@ def caption(machine):
     if library:
         parts.append(library)
     return ", ".join(parts)
+
+
+def pygqa_commit():
+    """Which pygqa was measured (`git describe --always --dirty` of its checkout), or
+    None outside a git checkout."""
+    import pygqa
+
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty"],
+                                   cwd=os.path.dirname(pygqa.__file__), capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return described or None

@@ -5,7 +5,6 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 
 import keras
 import numpy as np
@@ -150,19 +149,7 @@ def run_suite(
 def _metadata(rounds, stand_in):
     import pygqa
 
-    try:  # which pygqa was measured, when run from a git checkout
-        commit = (
-            subprocess.run(
-                ["git", "describe", "--always", "--dirty"],
-                cwd=os.path.dirname(pygqa.__file__),
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    commit = machine.pygqa_commit()
     return {
         "backend": backends.BACKEND,
         "commit": commit,

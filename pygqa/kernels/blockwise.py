@@ -30,6 +30,7 @@ import math
 import os
 
 from keras import ops
+from keras.backend import standardize_dtype
 
 from pygqa.kernels.blocks import QueryBlocks
 from pygqa.kernels.numerics import MASKED_LOGIT, causal_mask, softmax
@@ -154,7 +155,16 @@ class Layout(QueryBlocks):
         self.scan = scan
         self.products = products or QUERY_MAJOR
         self.causal = causal
-        self.query = self.to_blocks(query * self.scale)  # (n, b, k, q, h)
+        # Half-precision inputs reach here only where the CPU multiplies them
+        # natively (paths.choose_path): the products then run in the inputs'
+        # dtype, and the softmax, its backward pass and the key and value
+        # gradients' sums in float32. With float32 inputs every cast is a no-op.
+        self.dtype = query.dtype
+        half = standardize_dtype(query.dtype) in ("float16", "bfloat16")
+        self.sum_dtype = "float32" if half else self.dtype
+        # The query scaled in float32 and rounded once.
+        query = ops.cast(ops.cast(query, self.sum_dtype) * self.scale, self.dtype)
+        self.query = self.to_blocks(query)  # (n, b, k, q, h)
         self.key = ops.transpose(key, (0, 2, 1, 3))  # (b, k, s, h)
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
         self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)
@@ -207,6 +217,7 @@ class QueryMajorProducts:
             logits = ops.einsum("bkqh,bksh->bkqs", query, layout.key[:, :, :keys])
         else:
             logits = ops.einsum("bkqh,bkhs->bkqs", query, layout.key_t[..., :keys])
+        logits = ops.cast(logits, layout.sum_dtype)  # masked and normalised in float32
         keep = layout.keep_mask(start, mask, keys)
         if keep is not None:
             shape = ops.shape(logits)
@@ -220,7 +231,7 @@ class QueryMajorProducts:
 
     def weighted_values(self, probs, value):
         """(b, k, q, keys) probabilities x (b, k, keys, h) values -> (b, k, q, h)."""
-        return ops.einsum("bkqs,bksh->bkqh", probs, value)
+        return ops.einsum("bkqs,bksh->bkqh", ops.cast(probs, value.dtype), value)
 
     def backward_operands(self, layout):
         # Values transposed, (b, k, h, s), for dO V^T (only the backward pass needs them).
@@ -230,20 +241,24 @@ class QueryMajorProducts:
         key, value_t = operands
         return key[:, :, :keys], value_t[..., :keys]
 
-    def zero_gradient(self, operands):
-        """A bucket's key or value gradient before any block, (b, k, h, keys)."""
-        return ops.zeros_like(operands[1])  # shaped like the bucket's values, transposed
+    def zero_gradient(self, layout, operands):
+        """A bucket's key or value gradient before any block, (b, k, h, keys),
+        summed in float32."""
+        return ops.zeros(ops.shape(operands[1]), layout.sum_dtype)  # values' shape, transposed
 
     def backward_block(self, layout, operands, query, d_out, out, probs, grad_key, grad_value):
         """One block's share of the gradients: (grad_key, grad_value) updated, d_query."""
         key, value_t = operands
-        # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
-        row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
-        d_logits = probs * (ops.einsum("bkqh,bkhs->bkqs", d_out, value_t) - row_dot)
-        grad_value = grad_value + ops.einsum("bkqh,bkqs->bkhs", d_out, probs)
-        grad_key = grad_key + ops.einsum("bkqh,bkqs->bkhs", query, d_logits)
-        d_query = ops.einsum("bkqs,bksh->bkqh", d_logits, key) * layout.scale
-        return grad_key, grad_value, d_query
+        dtype, f32 = layout.dtype, layout.sum_dtype
+        # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row, in float32.
+        row_dot = ops.sum(ops.cast(d_out, f32) * ops.cast(out, f32), axis=-1, keepdims=True)
+        d_probs = ops.cast(ops.einsum("bkqh,bkhs->bkqs", d_out, value_t), f32)
+        d_logits = ops.cast(ops.cast(probs, f32) * (d_probs - row_dot), dtype)
+        probs = ops.cast(probs, dtype)
+        grad_value = grad_value + ops.cast(ops.einsum("bkqh,bkqs->bkhs", d_out, probs), f32)
+        grad_key = grad_key + ops.cast(ops.einsum("bkqh,bkqs->bkhs", query, d_logits), f32)
+        d_query = ops.cast(ops.einsum("bkqs,bksh->bkqh", d_logits, key), f32) * layout.scale
+        return grad_key, grad_value, ops.cast(d_query, dtype)
 
     def pad_keys(self, grad, missing):
         """A bucket's gradient over its first keys, zero-padded over `missing` more."""
@@ -291,7 +306,8 @@ def forward(layout, keep=False):
             query, start, mask = _unpack(layout, inputs, 1)
             probs = products.probabilities(layout, query, start, mask, keys)
             out = products.weighted_values(probs, value)
-            return carry, ((out, probs) if keep_bucket else out)
+            # Kept in the inputs' dtype: half the memory under a half-precision policy.
+            return carry, ((out, ops.cast(probs, layout.dtype)) if keep_bucket else out)
 
         inputs = layout.bucket_inputs(first, end, keys, layout.query)
         _, out = _scan(layout, step, ops.zeros(()), inputs)
@@ -329,7 +345,7 @@ def backward(layout, output, grad_output, kept=None):
             )
             return (grad_key, grad_value), d_query
 
-        zeros = products.zero_gradient(bucket_operands)
+        zeros = products.zero_gradient(layout, bucket_operands)
         inputs = layout.bucket_inputs(first, end, keys, layout.query, grad_output, output)
         if reuse:
             inputs.append(probs_kept)
@@ -343,6 +359,6 @@ def backward(layout, output, grad_output, kept=None):
     grad_query = grad_query[0] if len(grad_query) == 1 else ops.concatenate(grad_query, axis=0)
     return (
         layout.from_blocks(grad_query),
-        products.to_inputs(grad_key),
-        products.to_inputs(grad_value),
+        ops.cast(products.to_inputs(grad_key), layout.dtype),
+        ops.cast(products.to_inputs(grad_value), layout.dtype),
     )

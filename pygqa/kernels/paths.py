@@ -171,6 +171,11 @@ def choose_path(
                 "linear in the length. It stays in float32: tf.einsum cannot return float32 "
                 "logits from half-precision operands, so half inputs would round the logits "
                 "(not measured on a GPU: none was at hand)"))
+        if dtype == "bfloat16" and device.bfloat16_products:
+            return Path("tf_blockwise", False, (
+                "the blockwise kernel was measured fastest on CPU; in bfloat16, which this "
+                "CPU multiplies natively through oneDNN: its products stay in bfloat16, the "
+                "softmax and the gradients' sums run in float32 (BLOCKWISE_BFLOAT16 below)"))
         return Path("tf_blockwise", True, "the blockwise kernel was measured fastest on CPU")
     if device.kind == "gpu":
         refusal = _cudnn_refusal(device, half, head_dim, target_length, source_length,

@@ -168,7 +168,7 @@ class KeyMajorProducts:
     def bucket_operands(self, operands, keys):
         return tuple(x[:, :, :keys] for x in operands)
 
-    def zero_gradient(self, operands):
+    def zero_gradient(self, layout, operands):
         """A bucket's key or value gradient before any block, (b, k, keys, h)."""
         return tf.zeros_like(operands[1])  # shaped like the bucket's values
 

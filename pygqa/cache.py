@@ -153,11 +153,15 @@ def positions_mask(target_length, new_length, max_length, cache_update_index, ca
 def write_rolling(cache, key, value, cache_update_index):
     """Writes key/value (b, T, k, h) at positions `i .. i + T - 1` into slots `p % L`.
 
-    A one-hot (T, L) product instead of `slice_update`: the slots may wrap
-    around the end of the buffer, and the index may be a tensor.
+    One position (a decoding step) is one `slice_update` at slot `i % L`. More
+    take a one-hot (T, L) product: their slots may wrap around the end of the
+    buffer, and the index may be a tensor.
     """
     max_length, new = cache.shape[2], key.shape[1]
     update = ops.cast(ops.stack([key, value], axis=1), cache.dtype)  # (b, 2, T, k, h)
+    if new == 1:  # a decoding step never wraps: one write into its slot, as `write` does
+        slot = ops.mod(ops.cast(cache_update_index, "int32"), max_length)
+        return ops.slice_update(cache, (0, 0, slot, 0, 0), update)
     positions = ops.cast(cache_update_index, "int32") + ops.arange(new, dtype="int32")
     slots = ops.mod(positions, max_length)
     one_hot = ops.cast(ops.equal(slots[:, None], ops.arange(max_length)[None]), cache.dtype)

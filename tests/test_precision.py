@@ -80,14 +80,15 @@ def test_the_explicit_path_in_bfloat16_products_is_as_accurate_as_keras(monkeypa
     assert errors["upcast"] <= 1.25 * errors["keras_gqa"], errors
 
 
-def test_the_blockwise_kernel_in_bfloat16_products_is_as_accurate_as_keras(monkeypatch):
-    """Where the CPU multiplies bfloat16 natively, TensorFlow's blockwise kernel keeps its
-    products in bfloat16 (softmax, its backward pass and the gradient sums in float32).
-    The output (against the float64 reference) and the input's gradient (against the
-    float32 layer's, through query, key and value) may not
-    be more than a quarter less accurate than Keras's layer under the same policy. The
-    device is forced here, so the test runs on any CPU; on the other backends it holds
-    their own paths to the same rule."""
+@pytest.mark.parametrize("window", [None, 64], ids=["blockwise", "band"])
+def test_the_block_kernels_in_bfloat16_products_are_as_accurate_as_keras(monkeypatch, window):
+    """Where the CPU multiplies bfloat16 natively, TensorFlow's blockwise and band kernels
+    keep their products in bfloat16 (softmax, its backward pass and the gradient sums in
+    float32). The output (against the float64 reference) and the input's gradient
+    (against the float32 layer's, through query, key and value) may not be more than a
+    quarter less accurate than Keras's layer under the same policy (`sliding_window`
+    given to both). The device is forced here, so the test runs on any CPU; on the
+    other backends it holds their own paths to the same rule."""
     from gradients import vjp
 
     from pygqa import kernels
@@ -98,14 +99,29 @@ def test_the_blockwise_kernel_in_bfloat16_products_is_as_accurate_as_keras(monke
     if keras.backend.backend() == "tensorflow":
         chosen = kernels.choose_path("tensorflow", kernels.current_device("tensorflow"),
                                      "bfloat16", head_dim=impls.HEAD_DIM, target_length=256,
-                                     source_length=256, masked=False, causal=True)
-        assert (chosen.name, chosen.upcast) == ("tf_blockwise", False)
-    half = impls.build_layers(["pygqa", "keras_gqa"], policy="mixed_bfloat16")
-    exact = impls.build_layers(["pygqa"])["pygqa"]  # float32: the gradients' reference
+                                     source_length=256, masked=False, causal=True,
+                                     window=window)
+        assert (chosen.name, chosen.upcast) == ("tf_band" if window else "tf_blockwise", False)
+    options = {} if window is None else {"sliding_window": window}
+
+    def built(make, policy):
+        layer = make(impls.HEAD_DIM, impls.QUERY_HEADS, impls.KV_HEADS, dtype=policy, **options)
+        layer.build((1, 4, impls.D_MODEL), (1, 4, impls.D_MODEL))
+        layer.set_weights(impls.gqa_weights())
+        return layer
+
+    half = {"pygqa": built(pygqa.GroupQueryAttention, "mixed_bfloat16"),
+            "keras_gqa": built(keras.layers.GroupQueryAttention, "mixed_bfloat16")}
+    exact = built(pygqa.GroupQueryAttention, "float32")  # the gradients' reference
     rng = np.random.default_rng(5)
     # 2 x 256 with 8 query heads: several blocks and causal buckets.
     x = rng.standard_normal((2, 256, impls.D_MODEL)).astype("float32")
-    expected = reference.gqa_forward(impls.gqa_weights(), x, causal=True)
+    if window is None:
+        expected = reference.gqa_forward(impls.gqa_weights(), x, causal=True)
+    else:  # the float32 layer on its explicit path: float32 rounding, ~1e-6
+        exact.flash_attention = False
+        expected = np.asarray(to_numpy(exact(x, x, use_causal_mask=True)), np.float64)
+        exact.flash_attention = None
 
     def output(layer):
         out = layer(x, x, use_causal_mask=True)

@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 from keras import ops
+from keras.backend import standardize_dtype
 
 from pygqa.kernels.blocks import QueryBlocks
 from pygqa.kernels.numerics import MASKED_LOGIT, softmax
@@ -205,7 +206,15 @@ class Layout(QueryBlocks):
         super().__init__(query, key, plan)
         self.map = map_fn
         self.steps = plan.num_blocks // plan.per_step
-        self.query = self.to_blocks(query * self.scale)  # (steps, m, b, k, q, h)
+        # Half-precision inputs reach here only where the CPU multiplies them
+        # natively (paths.choose_path): the products run in the inputs' dtype,
+        # the softmax, its backward pass and the window gradients' sums in
+        # float32 (as blockwise.py). With float32 inputs every cast is a no-op.
+        self.dtype = query.dtype
+        half = standardize_dtype(query.dtype) in ("float16", "bfloat16")
+        self.sum_dtype = "float32" if half else self.dtype
+        query = ops.cast(ops.cast(query, self.sum_dtype) * self.scale, self.dtype)  # one rounding
+        self.query = self.to_blocks(query)  # (steps, m, b, k, q, h)
         self.key = self.windows(key)  # (steps, m, b, k, w, h)
         self.value = self.windows(value)  # (steps, m, b, k, w, h)
         self.keep = keep  # (steps, m, b or 1, r, w)
@@ -263,7 +272,7 @@ class Layout(QueryBlocks):
         A row with no key comes out uniform here; callers zero those rows
         (their outputs forward, their output gradients backward).
         """
-        logits = ops.einsum("mbkqh,mbkwh->mbkqw", query, key)
+        logits = ops.cast(ops.einsum("mbkqh,mbkwh->mbkqw", query, key), self.sum_dtype)
         shape = ops.shape(logits)
         grouped = ops.reshape(logits, (self.plan.per_step, -1, self.kv_heads, self.group,
                                        self.plan.rows, width(self.plan)))  # (m, b, k, g, r, w)
@@ -276,7 +285,7 @@ def forward(layout):
     """The output in blocks, (steps, m, b, k, q, h), before empty rows are zeroed."""
 
     def step(query, key, value, keep):
-        probs = layout.probabilities(query, key, keep)
+        probs = ops.cast(layout.probabilities(query, key, keep), value.dtype)
         return (ops.einsum("mbkqw,mbkwh->mbkqh", probs, value),)
 
     return _map(layout, step, [layout.query, layout.key, layout.value, layout.keep])[0]
@@ -292,18 +301,23 @@ def backward(layout, output, grad_output):
     grad_output = layout.to_blocks(grad_output)  # (steps, m, b, k, q, h)
 
     def step(query, key, value, keep, d_out, out):
+        dtype, f32 = layout.dtype, layout.sum_dtype
         probs = layout.probabilities(query, key, keep)
-        # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row.
-        row_dot = ops.sum(d_out * out, axis=-1, keepdims=True)
-        d_logits = probs * (ops.einsum("mbkqh,mbkwh->mbkqw", d_out, value) - row_dot)
-        d_value = ops.einsum("mbkqw,mbkqh->mbkwh", probs, d_out)
-        d_key = ops.einsum("mbkqw,mbkqh->mbkwh", d_logits, query)
-        d_query = ops.einsum("mbkqw,mbkwh->mbkqh", d_logits, key) * layout.scale
-        return d_query, d_key, d_value
+        # Softmax backward: d_logits = p * (dp - <d_out, out>) row by row, in float32.
+        row_dot = ops.sum(ops.cast(d_out, f32) * ops.cast(out, f32), axis=-1, keepdims=True)
+        d_probs = ops.cast(ops.einsum("mbkqh,mbkwh->mbkqw", d_out, value), f32)
+        d_logits = ops.cast(probs * (d_probs - row_dot), dtype)
+        probs = ops.cast(probs, dtype)
+        # Window gradients in float32: overlap_add sums each key's over several windows.
+        d_value = ops.cast(ops.einsum("mbkqw,mbkqh->mbkwh", probs, d_out), f32)
+        d_key = ops.cast(ops.einsum("mbkqw,mbkqh->mbkwh", d_logits, query), f32)
+        d_query = ops.cast(ops.einsum("mbkqw,mbkwh->mbkqh", d_logits, key), f32) * layout.scale
+        return ops.cast(d_query, dtype), d_key, d_value
 
     inputs = [layout.query, layout.key, layout.value, layout.keep, grad_output, output]
     d_query, d_key, d_value = _map(layout, step, inputs)
-    return layout.from_blocks(d_query), layout.overlap_add(d_key), layout.overlap_add(d_value)
+    return (layout.from_blocks(d_query), ops.cast(layout.overlap_add(d_key), layout.dtype),
+            ops.cast(layout.overlap_add(d_value), layout.dtype))
 
 
 def _map(layout, step, inputs):

@@ -161,10 +161,14 @@ def choose_path(
         return Path(EXPLICIT, True, "the kernels need static sequence lengths to plan the call")
     if backend == "tensorflow":
         if window is not None:
-            return Path("tf_band", True, (
+            native = dtype == "bfloat16" and device.kind != "gpu" and device.bfloat16_products
+            return Path("tf_band", not native, (
                 "a sliding window runs as the band kernel: each block of query rows meets "
                 "only the keys of its window, so work and memory grow linearly with the "
-                "length"))
+                "length" + ("; in bfloat16 products, which this CPU multiplies natively "
+                            "through oneDNN, with the softmax and the gradients' sums in "
+                            "float32: 1.32x faster forward and 1.34x forward+backward than "
+                            "upcast at 1x8192, window 512 (AMX)" if native else "")))
         if device.kind == "gpu":
             return Path("tf_blockwise", True, (
                 "TensorFlow has no fused attention kernel; the blockwise kernel keeps memory "

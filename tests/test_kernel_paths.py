@@ -448,3 +448,20 @@ def test_bfloat16_products_are_read_from_the_cpu_flags(tmp_path):
         cpuinfo.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n")
         assert paths.cpu_multiplies_bfloat16.__wrapped__(str(cpuinfo)) is expected, flags
     assert paths.cpu_multiplies_bfloat16.__wrapped__(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("flags", [True, False], ids=["bf16-cpu", "plain-cpu"])
+def test_jax_explicit_path_keeps_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch, flags):
+    """JAX's explicit path (scores here) keeps bfloat16 products where the CPU's flags
+    say it multiplies bfloat16 (measured faster there), and upcasts elsewhere; its
+    block kernels upcast either way (XLA:CPU's bfloat16 products are slower)."""
+    monkeypatch.setattr(paths, "cpu_multiplies_bfloat16", lambda: flags)
+    explicit = choose_path("jax", CPU, "bfloat16", head_dim=64, target_length=64,
+                           source_length=64, masked=False, causal=False, scores=True)
+    assert (explicit.name, explicit.upcast) == ("explicit", not flags), explicit.reason
+    blockwise = choose_path("jax", CPU, "bfloat16", head_dim=64, target_length=64,
+                            source_length=64, masked=False, causal=False)
+    assert (blockwise.name, blockwise.upcast) == ("jax_blockwise", True)
+    float32 = choose_path("jax", CPU, "float32", head_dim=64, target_length=64,
+                          source_length=64, masked=False, causal=False, scores=True)
+    assert float32.upcast

@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 from keras import ops
-from keras.backend import standardize_dtype
 
 from pygqa.kernels.blocks import QueryBlocks
 from pygqa.kernels.numerics import MASKED_LOGIT, softmax
@@ -206,15 +205,7 @@ class Layout(QueryBlocks):
         super().__init__(query, key, plan)
         self.map = map_fn
         self.steps = plan.num_blocks // plan.per_step
-        # Half-precision inputs reach here only where the CPU multiplies them
-        # natively (paths.choose_path): the products run in the inputs' dtype,
-        # the softmax, its backward pass and the window gradients' sums in
-        # float32 (as blockwise.py). With float32 inputs every cast is a no-op.
-        self.dtype = query.dtype
-        half = standardize_dtype(query.dtype) in ("float16", "bfloat16")
-        self.sum_dtype = "float32" if half else self.dtype
-        query = ops.cast(ops.cast(query, self.sum_dtype) * self.scale, self.dtype)  # one rounding
-        self.query = self.to_blocks(query)  # (steps, m, b, k, q, h)
+        self.query = self.to_blocks(self.scaled(query))  # (steps, m, b, k, q, h)
         self.key = self.windows(key)  # (steps, m, b, k, w, h)
         self.value = self.windows(value)  # (steps, m, b, k, w, h)
         self.keep = keep  # (steps, m, b or 1, r, w)

@@ -14,6 +14,7 @@ r row in a block, q a block's stacked (group, row) rows, h head feature.
 import math
 
 from keras import ops
+from keras.backend import standardize_dtype
 
 
 class QueryBlocks:
@@ -29,6 +30,17 @@ class QueryBlocks:
         self.kv_heads = key.shape[2]
         self.group = self.heads // self.kv_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
+        # Half-precision inputs reach the kernels only where the CPU multiplies them
+        # natively (paths.choose_path): the products then run in the inputs' dtype,
+        # the softmax, its backward pass and the gradients' sums in `sum_dtype`
+        # (float32). With float32 inputs every cast is a no-op.
+        self.dtype = query.dtype
+        half = standardize_dtype(query.dtype) in ("float16", "bfloat16")
+        self.sum_dtype = "float32" if half else self.dtype
+
+    def scaled(self, query):
+        """The query times 1/sqrt(head_dim), scaled in `sum_dtype` and rounded once."""
+        return ops.cast(ops.cast(query, self.sum_dtype) * self.scale, self.dtype)
 
     def to_blocks(self, x):
         """(b, t, u, h) -> (n, b, k, g * r, h), rows padded to whole blocks."""

@@ -30,7 +30,6 @@ import math
 import os
 
 from keras import ops
-from keras.backend import standardize_dtype
 
 from pygqa.kernels.blocks import QueryBlocks
 from pygqa.kernels.numerics import MASKED_LOGIT, causal_mask, softmax
@@ -155,16 +154,7 @@ class Layout(QueryBlocks):
         self.scan = scan
         self.products = products or QUERY_MAJOR
         self.causal = causal
-        # Half-precision inputs reach here only where the CPU multiplies them
-        # natively (paths.choose_path): the products then run in the inputs'
-        # dtype, and the softmax, its backward pass and the key and value
-        # gradients' sums in float32. With float32 inputs every cast is a no-op.
-        self.dtype = query.dtype
-        half = standardize_dtype(query.dtype) in ("float16", "bfloat16")
-        self.sum_dtype = "float32" if half else self.dtype
-        # The query scaled in float32 and rounded once.
-        query = ops.cast(ops.cast(query, self.sum_dtype) * self.scale, self.dtype)
-        self.query = self.to_blocks(query)  # (n, b, k, q, h)
+        self.query = self.to_blocks(self.scaled(query))  # (n, b, k, q, h)
         self.key = ops.transpose(key, (0, 2, 1, 3))  # (b, k, s, h)
         self.value = ops.transpose(value, (0, 2, 1, 3))  # (b, k, s, h)
         self.mask = None if mask is None else self._mask_blocks(mask)  # (n, b, r, s)

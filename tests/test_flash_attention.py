@@ -42,13 +42,13 @@ def test_every_setting_gives_the_same_numbers(causal, rng):
 
 def _count_explicit_calls(monkeypatch):
     calls = []
-    original = explicit.probabilities
+    original = explicit.attention
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(explicit, "probabilities", counting)
+    monkeypatch.setattr(explicit, "attention", counting)
     return calls
 
 

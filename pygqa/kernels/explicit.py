@@ -40,6 +40,11 @@ def attention(query, key, value, *, mask=None, causal=False, scale=None, soft_ca
     if causal:
         target_length, source_length = ops.shape(query)[1], ops.shape(key)[1]
         mask = with_causal(mask, target_length, source_length)
+    if keras.backend.backend() == "torch" and soft_cap is None and dropout == 0.0:
+        # The same arithmetic in fewer large buffers (explicit_torch.py says why).
+        from pygqa.kernels import explicit_torch
+
+        return explicit_torch.attention(scaled_query(query, scale), key, value, mask)
     probs = probabilities(query, key, mask, scale=scale, soft_cap=soft_cap)
     kept = probs
     if dropout > 0.0:
@@ -57,12 +62,7 @@ def probabilities(query, key, mask, scale=None, soft_cap=None):
     """
     batch, target, num_heads, head_dim = ops.shape(query)
     num_kv_heads = ops.shape(key)[2]
-    factor = 1.0 / ops.sqrt(float(head_dim)) if scale is None else scale
-    if keras.backend.standardize_dtype(query.dtype) == "float32":
-        query = query * ops.cast(factor, query.dtype)
-    else:  # half inputs (a CPU with half-precision units): one rounding, not two
-        query = ops.cast(ops.cast(query, "float32") * factor, query.dtype)
-    query = ops.transpose(query, (0, 2, 1, 3))  # (b, u, t, h), u = (k, g)
+    query = ops.transpose(scaled_query(query, scale), (0, 2, 1, 3))  # (b, u, t, h), u = (k, g)
     query = ops.reshape(query, (batch, num_kv_heads, -1, head_dim))  # (b, k, g*t, h)
     logits = ops.einsum("bkqh,bksh->bkqs", query, ops.transpose(key, (0, 2, 1, 3)))
     # Half-precision logits stay so (the products accumulate in float32, and so do
@@ -78,6 +78,15 @@ def probabilities(query, key, mask, scale=None, soft_cap=None):
     logits = ops.where(keep, logits, ops.cast(MASKED_LOGIT, logits.dtype))
     probs = softmax(logits)
     return ops.where(keep, probs, ops.zeros_like(probs))
+
+
+def scaled_query(query, scale=None):
+    """The query times the logit scale (None: 1/sqrt(head_dim)), rounded once."""
+    factor = 1.0 / ops.sqrt(float(query.shape[-1])) if scale is None else scale
+    if keras.backend.standardize_dtype(query.dtype) == "float32":
+        return query * ops.cast(factor, query.dtype)
+    # half inputs (a CPU with half-precision units): one rounding, not two
+    return ops.cast(ops.cast(query, "float32") * factor, query.dtype)
 
 
 def weighted_values(probs, value):

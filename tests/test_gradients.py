@@ -207,3 +207,21 @@ def test_block_plan_never_pads_a_short_query():
             assert (plan.rows, plan.num_blocks) == (target, 1)
     long_plan = blockwise.plan_blocks(1, 4096, 4096, 8, False)
     assert long_plan.rows % 16 == 0 and long_plan.rows * long_plan.num_blocks >= 4096
+
+
+def test_jax_keeps_no_probabilities_on_cpu_and_the_budget_on_a_gpu(monkeypatch):
+    # Recomputing beat keeping on XLA:CPU (fresh pages for the kept blocks on every
+    # call); a GPU's allocator reuses its memory, so the budget stays there.
+    import jax
+
+    from pygqa.kernels import blockwise, jax_blockwise
+
+    assert jax.default_backend() == "cpu"
+    assert jax_blockwise.keep_elements() == 0
+    plan = blockwise.plan_blocks(1, 2048, 2048, 8, False,
+                                 keep_elements=jax_blockwise.keep_elements())
+    assert not any(bucket[3] for bucket in plan.buckets)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert jax_blockwise.keep_elements() == blockwise.KEEP_ELEMENTS
+    assert all(bucket[3] for bucket in blockwise.plan_blocks(
+        1, 2048, 2048, 8, False, keep_elements=jax_blockwise.keep_elements()).buckets)

@@ -12,7 +12,8 @@ CPU). Three things make it faster and lighter than materialising the full
   forward pass keeps the probabilities of as many blocks as fit in a fixed
   budget, and the backward pass recomputes the others (as FlashAttention
   does): small problems skip the recomputation, and memory beyond the budget
-  grows with T + S instead of T x S.
+  grows with T + S instead of T x S. JAX on CPU keeps none
+  (jax_blockwise.keep_elements says why).
 
 Letters: n block, b batch, k key/value head, g query head in its group,
 r row in a block, q a block's stacked (group, row) rows, s source position,
@@ -87,11 +88,12 @@ def _last_level_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
 
 
 def plan_blocks(batch, target_length, source_length, num_query_heads, causal,
-                block_elements=None, max_rows=None):
+                block_elements=None, max_rows=None, keep_elements=None):
     """Chooses the block size, the causal key-length buckets and which blocks to keep.
 
     `block_elements`: target logits per block (default `_BLOCK_ELEMENTS`);
-    `max_rows`: an upper bound on the query positions per block.
+    `max_rows`: an upper bound on the query positions per block;
+    `keep_elements`: the budget of kept probabilities (default `KEEP_ELEMENTS`).
     """
     # The batch only sizes the blocks. It may be unknown (None) or symbolic (a
     # JAX export with a polymorphic batch, where arithmetic on it is refused).
@@ -115,7 +117,8 @@ def plan_blocks(batch, target_length, source_length, num_query_heads, causal,
             for first, end in zip(edges, edges[1:])
         )
     block_rows = batch * num_query_heads * rows
-    return Plan(rows, num_blocks, _split_at_budget(buckets, block_rows, KEEP_ELEMENTS))
+    budget = KEEP_ELEMENTS if keep_elements is None else keep_elements
+    return Plan(rows, num_blocks, _split_at_budget(buckets, block_rows, budget))
 
 
 def _split_at_budget(buckets, block_rows, budget):

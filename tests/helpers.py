@@ -33,6 +33,19 @@ def compiled(function):
     return function
 
 
+def count_calls(monkeypatch, module, name):
+    """Wraps `module.name` for the test; returns the list that gets a 1 per call."""
+    calls = []
+    original = getattr(module, name)
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
 def random_weights(layer, rng, scale=0.3):
     """Gives every weight of a built layer random values (biases included)."""
     layer.set_weights(

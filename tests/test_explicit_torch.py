@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from helpers import count_calls
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pygqa.kernels import explicit, explicit_torch
@@ -134,14 +135,7 @@ def test_a_step_forms_two_logit_sized_tensors_where_the_generic_path_forms_four(
 
 
 def test_the_layer_takes_the_kernel_on_torch_only_without_dropout_or_soft_cap(monkeypatch):
-    calls = []
-    original = explicit_torch.attention
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(explicit_torch, "attention", counting)
+    calls = count_calls(monkeypatch, explicit_torch, "attention")
     rng = np.random.default_rng(0)
     q, k, v = (keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32"))
                for s in [(1, 5, 4, 8), (1, 6, 2, 8), (1, 6, 2, 8)])

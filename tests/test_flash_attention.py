@@ -9,7 +9,7 @@ False like None; pygqa keeps it and honours it.
 import keras
 import numpy as np
 import pytest
-from helpers import ATOL, RTOL, inputs, random_masks, to_numpy
+from helpers import ATOL, RTOL, count_calls, inputs, random_masks, to_numpy
 
 import pygqa
 from pygqa.kernels import explicit
@@ -41,15 +41,7 @@ def test_every_setting_gives_the_same_numbers(causal, rng):
 
 
 def _count_explicit_calls(monkeypatch):
-    calls = []
-    original = explicit.attention
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(explicit, "attention", counting)
-    return calls
+    return count_calls(monkeypatch, explicit, "attention")
 
 
 def test_false_takes_the_explicit_path_and_true_the_fused_one(rng, monkeypatch):
